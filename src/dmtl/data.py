@@ -1,0 +1,117 @@
+"""The training data path: whole tensors in memory, batches gathered by slicing, no per-sample Python.
+
+A batch is a dict of tensors: ``user_x`` (B, n_user_features), ``item_x`` (B, n_item_features),
+``context_x`` (B, n_context_features), ``click``, ``long_read``, ``duration`` (B,) floats, and ``soft_label``
+(B,) when the teacher's outputs are attached. Features are gathered from the small user/item tables with one
+index per batch, so an epoch costs a permutation and ``n / batch_size`` gathers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from dmtl.features import Prepared
+
+
+class ImpressionTensors:
+    """All impressions of a :class:`Prepared` dataset as tensors, plus the user and item feature tables."""
+
+    def __init__(self, prepared: Prepared, soft_labels: np.ndarray | None = None):
+        imp = prepared.impressions
+        self.user_table = torch.from_numpy(
+            prepared.users[prepared.meta["user_features"]].to_numpy(dtype=np.int64)
+        )
+        self.item_table = torch.from_numpy(
+            prepared.items[prepared.meta["item_features"]].to_numpy(dtype=np.int64)
+        )
+        self.user_idx = torch.from_numpy(imp["user_idx"].to_numpy(dtype=np.int64))
+        self.item_idx = torch.from_numpy(imp["item_idx"].to_numpy(dtype=np.int64))
+        self.context = torch.from_numpy(imp[prepared.meta["context_features"]].to_numpy(dtype=np.int64))
+        self.click = torch.from_numpy(imp["click"].to_numpy(dtype=np.float32))
+        self.long_read = torch.from_numpy(imp["long_read"].to_numpy(dtype=np.float32))
+        self.duration = torch.from_numpy(imp["duration"].to_numpy(dtype=np.float32))
+        self.split = imp["split"].to_numpy()
+        self.soft_label = (
+            None if soft_labels is None else torch.from_numpy(np.asarray(soft_labels, dtype=np.float32))
+        )
+
+    def __len__(self) -> int:
+        return len(self.click)
+
+    def indices(self, split: str | tuple[str, ...]) -> torch.Tensor:
+        from dmtl.features import SPLITS
+
+        names = (split,) if isinstance(split, str) else split
+        mask = np.isin(self.split, [SPLITS[n] for n in names])
+        return torch.from_numpy(np.flatnonzero(mask))
+
+    def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gather one batch for impression ``rows`` (a 1-d index tensor)."""
+        out = {
+            "user_x": self.user_table[self.user_idx[rows]],
+            "item_x": self.item_table[self.item_idx[rows]],
+            "context_x": self.context[rows],
+            "click": self.click[rows],
+            "long_read": self.long_read[rows],
+            "duration": self.duration[rows],
+        }
+        if self.soft_label is not None:
+            out["soft_label"] = self.soft_label[rows]
+        return out
+
+
+class BatchStream(IterableDataset):
+    """Yields whole batches; reshuffled each epoch from ``seed + epoch``; sharded across DDP ranks."""
+
+    def __init__(
+        self, data: ImpressionTensors, rows: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0
+    ):
+        super().__init__()
+        self.data, self.rows, self.batch_size, self.shuffle, self.seed = data, rows, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def _shard(self, rows: torch.Tensor) -> torch.Tensor:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+            # Equal batch counts on every rank (DDP needs them): drop the remainder after sharding.
+            per_rank = len(rows) // world
+            return rows[rank * per_rank : (rank + 1) * per_rank]
+        return rows
+
+    def __len__(self) -> int:
+        n = len(self._shard(self.rows))
+        return (n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rows = self.rows
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            rows = rows[torch.randperm(len(rows), generator=g)]
+            self.epoch += 1
+        rows = self._shard(rows)
+        for start in range(0, len(rows), self.batch_size):
+            yield self.data.batch(rows[start : start + self.batch_size])
+
+
+class ImpressionDataModule(L.LightningDataModule):
+    """Train on the training split, validate on the validation days (early stopping)."""
+
+    def __init__(
+        self, data: ImpressionTensors, batch_size: int, seed: int, eval_batch_size: int | None = None
+    ):
+        super().__init__()
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.eval_batch_size = eval_batch_size or 4 * batch_size
+        self.train_stream = BatchStream(data, data.indices("train"), batch_size, shuffle=True, seed=seed)
+        self.val_stream = BatchStream(data, data.indices("val"), self.eval_batch_size, shuffle=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_stream, batch_size=None, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_stream, batch_size=None, num_workers=0)

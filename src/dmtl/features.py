@@ -1,0 +1,220 @@
+"""From a :class:`~dmtl.schema.FeedLog` to model-ready integer features, split by time.
+
+The split is by day (STUDY.md section 4: no random row split): the last ``test_days`` days are the test
+period, the ``val_days`` before them validate (early stopping, tuning), the rest train. Every categorical
+feature is encoded to ``0..n``, with 0 the out-of-vocabulary bucket: ids unseen in training map to 0, so a
+test user or item the models never trained on gets the shared OOV embedding instead of a random row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dmtl.io import read_json, write_json, write_parquet
+from dmtl.schema import DataError, FeedLog, check_feed_log
+
+log = logging.getLogger(__name__)
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+MAX_POSITION_BUCKET = 10
+
+
+@dataclass
+class Prepared:
+    """Model-ready data: encoded impressions, encoded user and item tables, and the metadata.
+
+    ``impressions`` has one row per impression with ``user_idx`` / ``item_idx`` (rows of ``users`` /
+    ``items``), the labels ``click``, ``long_read``, ``duration``, the context feature ``ctx_position``
+    and ``split`` (0 train, 1 val, 2 test). ``users`` and ``items`` hold one encoded integer column per
+    feature, the id first; their row order is the corpus order used by retrieval.
+    """
+
+    impressions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def user_cardinalities(self) -> list[int]:
+        return self.meta["user_cardinalities"]
+
+    @property
+    def item_cardinalities(self) -> list[int]:
+        return self.meta["item_cardinalities"]
+
+    @property
+    def context_cardinalities(self) -> list[int]:
+        return self.meta["context_cardinalities"]
+
+    @property
+    def tau_seconds(self) -> float:
+        return float(self.meta["tau_seconds"])
+
+    def split_mask(self, name: str) -> np.ndarray:
+        return self.impressions["split"].to_numpy() == SPLITS[name]
+
+    def write(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        write_parquet(self.impressions, directory / "impressions.parquet")
+        write_parquet(self.users, directory / "users.parquet")
+        write_parquet(self.items, directory / "items.parquet")
+        write_json(self.meta, directory / "meta.json")
+
+    @classmethod
+    def read(cls, directory: str | Path) -> Prepared:
+        directory = Path(directory)
+        return cls(
+            impressions=pd.read_parquet(directory / "impressions.parquet"),
+            users=pd.read_parquet(directory / "users.parquet"),
+            items=pd.read_parquet(directory / "items.parquet"),
+            meta=read_json(directory / "meta.json"),
+        )
+
+
+def split_days(days: np.ndarray, val_days: int, test_days: int, source: str = "log") -> np.ndarray:
+    """Assign each impression to train (0), val (1) or test (2) by its day; the latest days are test."""
+    unique = np.unique(days)
+    if len(unique) < val_days + test_days + 1:
+        raise DataError(
+            source,
+            "day",
+            f"the log spans {len(unique)} day(s) but val_days={val_days} + test_days={test_days} "
+            "leave no training day",
+            "use a longer log or lower data.val_days / data.test_days",
+        )
+    test_start = unique[-test_days]
+    val_start = unique[-(test_days + val_days)]
+    return np.where(days >= test_start, 2, np.where(days >= val_start, 1, 0)).astype(np.int8)
+
+
+def choose_tau(duration: np.ndarray, click: np.ndarray, is_train: np.ndarray, rule: str | float) -> float:
+    """The long-read threshold tau in seconds.
+
+    ``'mean'`` is the paper's rule (STUDY.md section 1): the mean duration of clicked impressions, computed
+    on the training split only so the test period never leaks into a label definition.
+    """
+    if rule == "mean":
+        clicked = duration[(click == 1) & is_train]
+        if clicked.size == 0:
+            raise DataError(
+                "log", "click", "no clicked impression in the training split", "check the click column"
+            )
+        return float(clicked.mean())
+    return float(rule)
+
+
+def _encode_column(values: pd.Series, known: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Codes 1..n for each distinct value (0 = missing or not in ``known``) and the cardinality n + 1."""
+    vocab_source = values if known is None else pd.Series(known)
+    vocab = pd.Index(pd.unique(vocab_source.dropna()))
+    try:
+        vocab = vocab.sort_values()  # stable codes whatever the row order
+    except TypeError:
+        vocab = pd.Index(sorted(vocab.astype(str)))
+        values = values.astype(str)
+    codes = vocab.get_indexer(values) + 1  # -1 (unknown) -> 0
+    return codes.astype(np.int64), len(vocab) + 1
+
+
+def _encode_table(
+    table: pd.DataFrame, id_col: str, train_ids: np.ndarray
+) -> tuple[pd.DataFrame, list[int], list[str]]:
+    out = {}
+    cards = []
+    codes, card = _encode_column(table[id_col], known=train_ids)
+    out[id_col] = codes
+    cards.append(card)
+    names = [id_col]
+    for col in table.columns:
+        if col == id_col:
+            continue
+        codes, card = _encode_column(table[col])
+        out[col] = codes
+        cards.append(card)
+        names.append(col)
+    return pd.DataFrame(out), cards, names
+
+
+def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | float = "mean") -> Prepared:
+    """Split ``feed`` by day, set the long-read label and encode every feature (vectorised)."""
+    check_feed_log(feed)
+    imp = feed.impressions.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
+    day = imp["day"].to_numpy()
+    split = split_days(day, val_days, test_days, feed.source)
+    click = imp["click"].to_numpy().astype(np.int8)
+    duration = imp["duration"].to_numpy().astype(np.float32)
+    is_train = split == 0
+    for name, code in SPLITS.items():
+        if not (split == code).any():
+            raise DataError(
+                feed.source, "day", f"the {name} split is empty", "check data.val_days / data.test_days"
+            )
+    tau_seconds = choose_tau(duration, click, is_train, tau)
+    long_read = ((click == 1) & (duration > tau_seconds)).astype(np.int8)
+
+    users = feed.users.reset_index(drop=True)
+    items = feed.items.reset_index(drop=True)
+    train_users = np.unique(imp["user_id"].to_numpy()[is_train])
+    train_items = np.unique(imp["item_id"].to_numpy()[is_train])
+    users_enc, user_cards, user_names = _encode_table(users, "user_id", train_users)
+    items_enc, item_cards, item_names = _encode_table(items, "item_id", train_items)
+    # The raw ids travel beside the encoded features (not fed to models): evaluation maps corpus rows back
+    # to the source's ids, e.g. to ask the simulator's oracle about them.
+    users_enc["raw_user_id"] = users["user_id"].to_numpy()
+    items_enc["raw_item_id"] = items["item_id"].to_numpy()
+
+    user_idx = pd.Index(users["user_id"]).get_indexer(imp["user_id"])
+    item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
+    pos = imp["position"].to_numpy().astype(np.int64)
+    ctx_position = np.where(pos < 0, 0, np.minimum(pos, MAX_POSITION_BUCKET - 1) + 1)
+
+    encoded = pd.DataFrame(
+        {
+            "user_id": imp["user_id"].to_numpy(),
+            "item_id": imp["item_id"].to_numpy(),
+            "day": day,
+            "position": imp["position"].to_numpy(),
+            "user_idx": user_idx.astype(np.int64),
+            "item_idx": item_idx.astype(np.int64),
+            "ctx_position": ctx_position.astype(np.int64),
+            "click": click,
+            "duration": duration,
+            "long_read": long_read,
+            "split": split,
+        }
+    )
+    clicked_train = duration[(click == 1) & is_train]
+    mean_clicked = float(clicked_train.mean()) if clicked_train.size else 1.0
+    n_oov_test_users = int((users_enc["user_id"].to_numpy()[user_idx[split == 2]] == 0).sum())
+    n_oov_test_items = int((items_enc["item_id"].to_numpy()[item_idx[split == 2]] == 0).sum())
+    if n_oov_test_users or n_oov_test_items:
+        log.info(
+            "test impressions with ids unseen in training (out-of-vocabulary bucket): %d users, %d items",
+            n_oov_test_users,
+            n_oov_test_items,
+        )
+    meta = {
+        "source": feed.source,
+        "tau_seconds": tau_seconds,
+        "tau_rule": "mean clicked training duration" if tau == "mean" else "fixed seconds",
+        "mean_clicked_train_duration": mean_clicked,
+        "duration_cap_seconds": float(np.quantile(clicked_train, 0.99)) if clicked_train.size else 1.0,
+        "user_features": user_names,
+        "item_features": item_names,
+        "context_features": ["ctx_position"],
+        "user_cardinalities": user_cards,
+        "item_cardinalities": item_cards,
+        "context_cardinalities": [MAX_POSITION_BUCKET + 1],
+        "split_days": {name: sorted(np.unique(day[split == code]).tolist()) for name, code in SPLITS.items()},
+        "n_impressions": {name: int((split == code).sum()) for name, code in SPLITS.items()},
+        "n_users": len(users),
+        "n_items": len(items),
+        "oov_test_impressions": {"users": n_oov_test_users, "items": n_oov_test_items},
+    }
+    return Prepared(encoded, users_enc, items_enc, meta)

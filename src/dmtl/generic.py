@@ -1,0 +1,693 @@
+"""The generic click + duration log format, and the validation and policies every real-data loader shares.
+
+A directory holds ``impressions.csv`` or ``impressions.parquet`` (required) and, optionally,
+``users.(csv|parquet)`` and ``items.(csv|parquet)``. :func:`load_generic` reads it into the study's
+:class:`~dmtl.schema.FeedLog`. The format, every policy and every error are documented in
+``docs/data_formats.md``.
+
+The helpers below (column checks, typed conversions, the duplicate/order/duration policies and the feature
+join) are also what :mod:`dmtl.kuairand` uses, so that every source obeys one set of rules: bad input raises
+:class:`~dmtl.schema.DataError` naming the file, the column and the fix; anything the loader repairs is
+counted in ``FeedLog.meta["policy_counts"]`` and logged with :mod:`logging`, never changed silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions
+
+logger = logging.getLogger(__name__)
+
+MISSING = "missing"
+"""The category every missing feature value becomes (features are categorical downstream)."""
+
+SCHEMA_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration", "position", "day")
+"""Keys accepted in ``load_generic(columns=...)``."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration")
+
+MS_THRESHOLD = 10**11
+"""Numeric times at or above this are epoch milliseconds, below it epoch seconds (1e11 s is year 5138)."""
+
+_MAX_POSITION = int(np.iinfo(np.int16).max)
+
+# Internal impression frame every loader builds before :func:`finalize_feed_log`: ``cal_day`` is a calendar
+# day number (any origin), ``time_ms`` a timestamp in milliseconds (any origin).
+RAW_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "cal_day", "time_ms", "position", "click", "duration")
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_header(path: Path) -> list[str]:
+    """Return the column names of a CSV or parquet file, or raise :class:`DataError` if it is unreadable."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError as err:
+        raise DataError(path, None, "the file is empty", "re-export the file with a header row") from err
+    except (OSError, ValueError) as err:
+        raise DataError(
+            path, None, f"cannot be read ({err})", "check the file is valid CSV or parquet"
+        ) from err
+
+
+def read_table(path: Path, usecols: Sequence[str] | None = None, as_text: Sequence[str] = ()) -> pd.DataFrame:
+    """Read ``usecols`` (all when None) of a CSV or parquet file.
+
+    CSV goes through pyarrow's multi-threaded parser first (large logs). Where a column holds values of
+    mixed types pyarrow refuses the file, so it is re-read with pandas' own parser, which keeps such a
+    column as text for the validators to report the offending values.
+
+    Args:
+        path: the file.
+        usecols: columns to read; None reads every column.
+        as_text: CSV columns read as text, so that the caller parses them (pyarrow would otherwise turn
+            ISO datetimes with offsets into UTC and lose their wall-clock date).
+    """
+    cols = list(dict.fromkeys(usecols)) if usecols is not None else None
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path, columns=cols)
+    dtype = {c: "str" for c in as_text}
+    try:
+        return pd.read_csv(path, usecols=cols, engine="pyarrow", dtype=dtype or None)
+    except ValueError:
+        return pd.read_csv(path, usecols=cols, dtype=dtype or None, low_memory=False)
+
+
+def require_columns(
+    header: Sequence[str], needed: Mapping[str, str], file: Path, hint: str = "", fix: str | None = None
+) -> None:
+    """Raise :class:`DataError` for the first of ``needed`` (role -> column name) absent from ``header``.
+
+    The message lists the file's columns and the closest match, so a misnamed column is obvious.
+
+    Args:
+        header: the file's columns.
+        needed: schema role -> the column expected for it.
+        file: the file, for the message.
+        hint: appended to the problem (e.g. what the file looks like instead).
+        fix: the fix to suggest; by default, renaming the column or mapping it in ``load_generic(columns=)``.
+    """
+    for role, column in needed.items():
+        if column in header:
+            continue
+        close = difflib.get_close_matches(column, header, n=1, cutoff=0.6)
+        guess = f" (did you mean '{close[0]}'?)" if close else ""
+        what = f" (the {role})" if role != column else ""
+        raise DataError(
+            file,
+            column,
+            f"column '{column}'{what} not found{guess}; the file's columns are {list(header)}{hint}",
+            fix
+            or f"rename the file's column to '{column}', or map it with columns={{'{role}': '<its name>'}}",
+        )
+
+
+# ------------------------------------------------------------------------------------- typed conversions
+def _examples(values: pd.Series, mask: np.ndarray) -> list:
+    return values[mask].drop_duplicates().head(3).tolist()
+
+
+def to_numbers(values: pd.Series, file: Path, column: str) -> np.ndarray:
+    """Return ``values`` as float64 (NaN where missing); raise :class:`DataError` on non-numeric text."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.to_numpy(dtype="float64")
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype="float64", na_value=np.nan)
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() & values.notna()).to_numpy()
+    if bad.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(bad.sum())} non-numeric values, e.g. {_examples(values, bad)}",
+            f"store '{column}' as numbers",
+        )
+    return numbers.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def to_integers(values: pd.Series, file: Path, column: str, minimum: int = 0, fix: str = "") -> np.ndarray:
+    """Return ``values`` as int64; raise :class:`DataError` if any is missing, fractional or below ``minimum``."""
+    if pd.api.types.is_integer_dtype(values) and not values.hasnans:
+        out = values.to_numpy(dtype="int64")
+    else:
+        try:
+            x = to_numbers(values, file, column)
+        except DataError as err:
+            raise DataError(file, column, err.problem, fix or err.fix) from None
+        if np.isnan(x).any():
+            raise DataError(
+                file, column, f"{int(np.isnan(x).sum())} missing values", f"drop rows without '{column}'"
+            )
+        fractional = ~np.isfinite(x) | (x != np.round(x))
+        if fractional.any():
+            raise DataError(
+                file,
+                column,
+                f"{int(fractional.sum())} non-integer values, e.g. {_examples(values, fractional)}",
+                fix or f"store '{column}' as integers",
+            )
+        out = x.astype(np.int64)
+    below = out < minimum
+    if below.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(below.sum())} values below {minimum}, e.g. {_examples(values, below)}",
+            fix or f"'{column}' must be integers >= {minimum}",
+        )
+    return out
+
+
+def to_ids(values: pd.Series, file: Path, column: str) -> np.ndarray:
+    """Return user or item ids as int64; ids must be non-negative integers (see :mod:`dmtl.schema`)."""
+    return to_integers(
+        values,
+        file,
+        column,
+        fix=f"map '{column}' to non-negative integers (e.g. with pandas.factorize), the same way in the log "
+        "and in the feature file",
+    )
+
+
+def to_clicks(values: pd.Series, file: Path, column: str) -> np.ndarray:
+    """Return clicks as int8 0/1; raise :class:`DataError` on missing values or anything but 0/1."""
+    x = to_numbers(values, file, column)
+    if np.isnan(x).any():
+        raise DataError(
+            file,
+            column,
+            f"{int(np.isnan(x).sum())} missing clicks",
+            f"fill '{column}' with 0/1 or drop the rows",
+        )
+    bad = (x != 0) & (x != 1)
+    if bad.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(bad.sum())} values other than 0/1, e.g. {_examples(values, bad)}",
+            "encode clicks as 0/1",
+        )
+    return x.astype(np.int8)
+
+
+def to_durations(seconds: np.ndarray, click: np.ndarray, file: Path, column: str) -> tuple[np.ndarray, int]:
+    """Validate durations in seconds against clicks; return them with missing non-click durations set to 0.
+
+    Policy (docs/data_formats.md): a missing duration on a non-clicked impression is 0, because a non-click
+    has no reading time by definition (STUDY.md section 1, challenge 1); a missing duration on a click is an
+    error, because any value filled in would be a made-up reading time. Negative and infinite durations are
+    errors.
+
+    Returns:
+        The durations (float64) and the number of missing non-click durations set to 0.
+    """
+    if np.isinf(seconds).any():
+        raise DataError(
+            file, column, f"{int(np.isinf(seconds).sum())} infinite durations", "durations must be finite"
+        )
+    negative = seconds < 0
+    if negative.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(negative.sum())} negative durations, e.g. {np.unique(seconds[negative])[:3].tolist()}",
+            "durations must be >= 0; drop or correct those rows",
+        )
+    missing = np.isnan(seconds)
+    clicked_missing = missing & (click == 1)
+    if clicked_missing.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(clicked_missing.sum())} clicked impressions without a duration",
+            "drop those rows or supply their duration; the loader will not invent a reading time",
+        )
+    return np.where(missing, 0.0, seconds), int(missing.sum())
+
+
+def yyyymmdd_to_days(dates: np.ndarray, file: Path, column: str) -> np.ndarray:
+    """Turn yyyymmdd integers (KuaiRand's ``date``) into day numbers since 1970-01-01."""
+    unique, inverse = np.unique(dates, return_inverse=True)
+    parsed = pd.to_datetime(pd.Series(unique.astype(str)), format="%Y%m%d", errors="coerce")
+    if parsed.isna().any():
+        raise DataError(
+            file,
+            column,
+            f"invalid yyyymmdd dates, e.g. {unique[parsed.isna().to_numpy()][:3].tolist()}",
+            "use yyyymmdd",
+        )
+    return parsed.to_numpy().astype("datetime64[D]").astype(np.int64)[inverse]
+
+
+def _parse_datetimes(values: pd.Series, file: Path, column: str) -> pd.Series:
+    try:
+        return pd.to_datetime(values, format="ISO8601")
+    except (ValueError, TypeError) as err:
+        coerced = pd.to_datetime(values, format="ISO8601", errors="coerce", utc=True)
+        bad = (coerced.isna() & values.notna()).to_numpy()
+        problem = (
+            f"{int(bad.sum())} values that are neither numbers nor ISO datetimes, e.g. {_examples(values, bad)}"
+            if bad.any()
+            else f"datetimes that cannot be combined ({err})"
+        )
+        raise DataError(
+            file,
+            column,
+            problem,
+            "use epoch seconds, epoch milliseconds or ISO 8601 strings with one time-zone offset throughout",
+        ) from None
+
+
+def _wall_and_instant(stamps: pd.Series) -> tuple[pd.Series, pd.Series]:
+    if getattr(stamps.dt, "tz", None) is not None:
+        # The calendar date a reader lived is the wall-clock date in the log's own zone, not UTC's.
+        return stamps.dt.tz_localize(None), stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps, stamps
+
+
+def _datetime64(series: pd.Series, unit: str) -> np.ndarray:
+    return series.to_numpy().astype(f"datetime64[{unit}]").astype(np.int64)
+
+
+def to_epoch_ms_and_day(values: pd.Series, file: Path, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Parse times into (epoch milliseconds, calendar day number since 1970-01-01).
+
+    Numbers are epoch milliseconds when their largest magnitude is >= :data:`MS_THRESHOLD`, else epoch
+    seconds; their calendar day is the UTC date. ISO 8601 strings (or datetime columns) keep their own
+    wall-clock date when they carry a time-zone offset. Missing or unparseable times raise
+    :class:`DataError`.
+    """
+    if values.isna().any():
+        raise DataError(
+            file, column, f"{int(values.isna().sum())} missing times", f"drop rows without '{column}'"
+        )
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values)):
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().all():
+            values = numbers
+    if pd.api.types.is_bool_dtype(values):
+        raise DataError(
+            file, column, "boolean times", "use epoch seconds, epoch milliseconds or ISO 8601 strings"
+        )
+    if pd.api.types.is_numeric_dtype(values):
+        x = values.to_numpy(dtype="float64")
+        if not np.isfinite(x).all():
+            raise DataError(file, column, "non-finite times", "use finite epoch seconds or milliseconds")
+        in_ms = bool(np.abs(x).max() >= MS_THRESHOLD)
+        logger.info("%s: numeric '%s' read as epoch %s", file, column, "milliseconds" if in_ms else "seconds")
+        ms = np.rint(x if in_ms else x * 1000.0).astype(np.int64)
+        return ms, np.floor_divide(ms, 86_400_000)
+    stamps = (
+        values if pd.api.types.is_datetime64_any_dtype(values) else _parse_datetimes(values, file, column)
+    )
+    wall, instant = _wall_and_instant(stamps)
+    return _datetime64(instant, "ms"), _datetime64(wall, "D")
+
+
+def to_day_numbers(values: pd.Series, file: Path, column: str) -> np.ndarray:
+    """Parse a day column: day indexes, yyyymmdd integers or ISO dates; return day numbers (any origin)."""
+    if values.isna().any():
+        raise DataError(
+            file, column, f"{int(values.isna().sum())} missing days", f"drop rows without '{column}'"
+        )
+    numbers = pd.to_numeric(values, errors="coerce") if not pd.api.types.is_numeric_dtype(values) else values
+    if numbers.notna().all():
+        days = to_integers(numbers, file, column, minimum=np.iinfo(np.int64).min)
+        if days.min() >= 19000101 and days.max() <= 21001231:
+            # Eight-digit values in this range are dates (KuaiRand style), not day indexes in the millions.
+            return yyyymmdd_to_days(days, file, column)
+        return days
+    wall, _ = _wall_and_instant(_parse_datetimes(values, file, column))
+    return _datetime64(wall, "D")
+
+
+def to_positions(values: pd.Series, file: Path, column: str) -> tuple[np.ndarray, int]:
+    """Parse feed positions (0 = top); missing ones become -1 ("not recorded"). Return them and that count."""
+    x = to_numbers(values, file, column)
+    missing = np.isnan(x)
+    x = np.where(missing, -1.0, x)
+    bad = (x != np.round(x)) | (x < -1) | (x > _MAX_POSITION)
+    if bad.any():
+        raise DataError(
+            file,
+            column,
+            f"{int(bad.sum())} positions that are not integers in [-1, {_MAX_POSITION}], e.g. "
+            f"{_examples(values, bad)}",
+            "use 0 for the top of the feed and -1 (or empty) where the position is unknown",
+        )
+    return x.astype(np.int16), int(missing.sum())
+
+
+# ---------------------------------------------------------------------------------------------- features
+def as_category(values: pd.Series) -> pd.Series:
+    """Turn a feature column into category strings, with :data:`MISSING` where the value is missing.
+
+    Integral numbers print without a decimal point (``1.0`` -> ``"1"``), so a column that pandas read as
+    float because it has gaps gives the same categories as a gap-free one.
+    """
+    if pd.api.types.is_integer_dtype(values):
+        # Straight to text: a detour through float64 would corrupt ids above 2**53.
+        text = values.astype("Int64").astype("string")
+    elif pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        x = values.to_numpy(dtype="float64", na_value=np.nan)
+        finite = np.isfinite(x)
+        x = np.where(finite, x, np.nan)
+        if np.array_equal(x[finite], np.round(x[finite])):
+            text = pd.Series(x, index=values.index).astype("Int64").astype("string")
+        else:
+            text = pd.Series(x, index=values.index).astype("string")
+    else:
+        text = values.astype("string").str.strip().replace("", pd.NA)
+    return text.fillna(MISSING).astype(str)
+
+
+def feature_table(frame: pd.DataFrame, id_column: str, key: str, file: Path) -> pd.DataFrame:
+    """Return ``frame`` as a feature table: ``key`` (int64 ids) plus every other column as categories."""
+    ids = to_ids(frame[id_column], file, id_column)
+    out = {key: ids}
+    for column in frame.columns:
+        if column == id_column:
+            continue
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values):
+            x = values.to_numpy(dtype="float64", na_value=np.nan)
+            if not np.array_equal(x[np.isfinite(x)], np.round(x[np.isfinite(x)])):
+                logger.warning(
+                    "%s: feature '%s' has fractional values; it is treated as categorical downstream, "
+                    "so bin it first if it is continuous",
+                    file,
+                    column,
+                )
+        out[column] = as_category(values).to_numpy()
+    return pd.DataFrame(out)
+
+
+def attach_features(
+    table: pd.DataFrame | None, log_ids: np.ndarray, key: str, file: Path | None, counts: dict[str, int]
+) -> pd.DataFrame:
+    """Restrict a feature table to the ids in the log and complete it, by the documented policies.
+
+    - Exact duplicate rows are dropped; the same id with different features is a :class:`DataError`.
+    - Ids in the log but not in the table get a row of :data:`MISSING` features, with a warning and a count
+      (``<key>s_missing_from_features``); if no id of the log is in the table, the file is the wrong one
+      and a :class:`DataError` is raised.
+    - Rows for ids the log never shows are dropped (they carry no training signal).
+
+    Args:
+        table: ``key`` plus category-string feature columns, or None when the source has no feature file.
+        log_ids: the ids in the log (any order, repeats allowed).
+        key: ``"user_id"`` or ``"item_id"``.
+        file: the feature file, for messages.
+        counts: the policy counter to update.
+    """
+    ids = np.unique(log_ids)
+    if table is None:
+        return pd.DataFrame({key: ids})
+    exact = table.duplicated()
+    if exact.any():
+        counts[f"{key}_feature_duplicate_rows_dropped"] = int(exact.sum())
+        logger.info("%s: dropped %d exact duplicate feature rows", file, int(exact.sum()))
+        table = table.loc[~exact.to_numpy()]
+    conflicting = table[key].duplicated(keep=False)
+    if conflicting.any():
+        raise DataError(
+            file,
+            key,
+            f"{int(table.loc[conflicting, key].nunique())} ids with conflicting feature rows, e.g. "
+            f"{table.loc[conflicting, key].unique()[:3].tolist()}",
+            "keep one feature row per id",
+        )
+    known = np.isin(ids, table[key].to_numpy())
+    if not known.any():
+        raise DataError(
+            file,
+            key,
+            f"none of the log's {ids.size} ids is in this feature file (e.g. {ids[:3].tolist()})",
+            "pass the feature file that belongs to this log (same dataset and variant)",
+        )
+    table = table.loc[np.isin(table[key].to_numpy(), ids)]
+    absent = ids[~known]
+    counts[f"{key}s_missing_from_features"] = int(absent.size)
+    if absent.size:
+        logger.warning(
+            "%s: %d of the log's %d %ss have no feature row; their features are set to '%s'",
+            file,
+            absent.size,
+            ids.size,
+            key,
+            MISSING,
+        )
+        filler = pd.DataFrame({c: (absent if c == key else MISSING) for c in table.columns})
+        table = pd.concat([table, filler.astype(table.dtypes.to_dict())], ignore_index=True)
+    return table.sort_values(key, kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ policies
+def finalize_feed_log(
+    raw: pd.DataFrame,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    *,
+    source: str,
+    log_file: Path,
+    user_file: Path | None,
+    item_file: Path | None,
+    meta: dict,
+) -> FeedLog:
+    """Apply the shared policies to a validated raw impression frame and return a checked :class:`FeedLog`.
+
+    In order (docs/data_formats.md): rows identical in every column read are dropped; rows repeating an
+    earlier (user_id, item_id, time) are dropped, the first kept; rows are sorted by time (stable);
+    durations on non-clicked impressions are set to 0 (STUDY.md section 6: KuaiRand records play time on
+    impressions it does not count as clicks); clicks with zero duration are kept as clicks that were not
+    long reads. ``day`` counts calendar days from the first date present, ``time`` whole seconds from the
+    first impression. Each count goes to ``meta["policy_counts"]`` and to the log; ``meta["as_read"]``
+    keeps the row count, click rate and clicked mean duration before any policy, to compare with a
+    dataset's published figures.
+
+    Args:
+        raw: columns :data:`RAW_COLUMNS`, already validated and typed.
+        users: user feature table (``user_id`` + category strings) or None.
+        items: item feature table (``item_id`` + category strings) or None.
+        source: the FeedLog's source name.
+        log_file: the impression file (or directory) named in messages.
+        user_file: the user feature file named in messages.
+        item_file: the item feature file named in messages.
+        meta: metadata so far; returned inside the FeedLog with counts and summary numbers added.
+    """
+    counts: dict[str, int] = meta.setdefault("policy_counts", {})
+    if raw.empty:
+        raise DataError(log_file, None, "no impressions to load", "check the files and the date range")
+
+    as_read_clicks = raw["click"].to_numpy() == 1
+    meta["as_read"] = {
+        "rows": len(raw),
+        "click_rate": float(as_read_clicks.mean()),
+        "clicked_duration_mean_s": float(raw["duration"].to_numpy()[as_read_clicks].mean())
+        if as_read_clicks.any()
+        else 0.0,
+    }
+    exact = raw.duplicated().to_numpy()
+    raw = raw.loc[~exact]
+    repeated = raw.duplicated(["user_id", "item_id", "time_ms"]).to_numpy()
+    raw = raw.loc[~repeated]
+    counts["exact_duplicate_rows_dropped"] = int(exact.sum())
+    counts["duplicate_key_rows_dropped"] = int(repeated.sum())
+
+    time_ms = raw["time_ms"].to_numpy()
+    late = time_ms[1:] < np.maximum.accumulate(time_ms)[:-1]
+    counts["rows_out_of_time_order"] = int(late.sum())
+    raw = raw.iloc[np.argsort(time_ms, kind="stable")].reset_index(drop=True)
+
+    click = raw["click"].to_numpy()
+    duration = raw["duration"].to_numpy(dtype="float64")
+    nonclick_played = (click == 0) & (duration > 0)
+    counts["nonclick_durations_zeroed"] = int(nonclick_played.sum())
+    counts["clicks_with_zero_duration"] = int(((click == 1) & (duration == 0)).sum())
+    duration = np.where(nonclick_played, 0.0, duration)
+
+    for name, n in counts.items():
+        if n:
+            logger.info("%s: %s = %d of %d rows", log_file, name, n, meta.get("rows_read", len(raw)))
+
+    cal_day = raw["cal_day"].to_numpy()
+    time_ms = raw["time_ms"].to_numpy()
+    impressions = coerce_impressions(
+        pd.DataFrame(
+            {
+                "user_id": raw["user_id"].to_numpy(),
+                "item_id": raw["item_id"].to_numpy(),
+                "day": cal_day - cal_day.min(),
+                "time": (time_ms - time_ms.min()) // 1000,
+                "position": raw["position"].to_numpy(),
+                "click": click,
+                "duration": duration,
+            }
+        ),
+        file=log_file,
+    )
+    users = attach_features(users, impressions["user_id"].to_numpy(), "user_id", user_file, counts)
+    items = attach_features(items, impressions["item_id"].to_numpy(), "item_id", item_file, counts)
+
+    meta["missing_feature_values"] = {
+        name: {c: int(n) for c in table.columns if c != key and (n := (table[c].to_numpy() == MISSING).sum())}
+        for name, key, table in (("users", "user_id", users), ("items", "item_id", items))
+    }
+    clicked = impressions["click"].to_numpy() == 1
+    epoch = np.datetime64("1970-01-01", "D")
+    meta.update(
+        rows_kept=len(impressions),
+        first_date=str(epoch + int(cal_day.min())),
+        last_date=str(epoch + int(cal_day.max())),
+        n_users=len(users),
+        n_items=len(items),
+        click_rate=float(clicked.mean()),
+        clicked_duration_mean_s=float(impressions["duration"].to_numpy()[clicked].mean())
+        if clicked.any()
+        else 0.0,
+    )
+    log = FeedLog(impressions=impressions, users=users, items=items, source=source, meta=meta)
+    check_feed_log(log, file=log_file)
+    return log
+
+
+# ------------------------------------------------------------------------------------------ generic format
+def _resolve_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
+    mapping = {name: name for name in REQUIRED_COLUMNS}
+    if columns:
+        unknown = sorted(set(columns) - set(SCHEMA_COLUMNS))
+        if unknown:
+            raise ValueError(
+                f"unknown schema column(s) {unknown} in `columns`; valid keys: {list(SCHEMA_COLUMNS)}"
+            )
+        not_text = [k for k, v in columns.items() if not isinstance(v, str)]
+        if not_text:
+            raise ValueError(
+                f"`columns` values must be column names (str); got {[columns[k] for k in not_text]}"
+            )
+        mapping.update(columns)
+    return mapping
+
+
+def _find_table(directory: Path, stem: str, required: bool) -> Path | None:
+    found = [
+        directory / f"{stem}{suffix}"
+        for suffix in (".csv", ".parquet")
+        if (directory / f"{stem}{suffix}").is_file()
+    ]
+    if len(found) > 1:
+        raise DataError(
+            directory, None, f"both {found[0].name} and {found[1].name} exist", "keep exactly one of them"
+        )
+    if not found and required:
+        present = (
+            sorted(p.name for p in directory.iterdir())[:20] if directory.is_dir() else "no such directory"
+        )
+        raise DataError(
+            directory / f"{stem}.csv",
+            None,
+            f"no {stem}.csv or {stem}.parquet in {directory} (found: {present})",
+            f"put the impression log at {directory}/{stem}.csv or .parquet",
+        )
+    return found[0] if found else None
+
+
+def _read_generic_features(path: Path | None, key: str, log_name: str) -> pd.DataFrame | None:
+    if path is None:
+        logger.info("no %s feature file; the %s table holds ids only", key.removesuffix("_id"), key)
+        return None
+    header = read_header(path)
+    id_column = next((c for c in (log_name, key) if c in header), None)
+    if id_column is None:
+        raise DataError(
+            path,
+            log_name,
+            f"no id column: neither '{log_name}' (the impression file's name) nor '{key}' is in {header}",
+            f"name the id column '{log_name}' or '{key}'",
+        )
+    return feature_table(read_table(path), id_column, key, path)
+
+
+def load_generic(directory: str | Path, columns: Mapping[str, str] | None = None) -> FeedLog:
+    """Load a click + duration log in the generic format (docs/data_formats.md) into a :class:`FeedLog`.
+
+    Args:
+        directory: holds ``impressions.(csv|parquet)`` and optionally ``users.(csv|parquet)`` and
+            ``items.(csv|parquet)``.
+        columns: maps schema names (``user_id``, ``item_id``, ``time``, ``click``, ``duration`` and the
+            optional ``position`` and ``day``) to the impression file's column names; unmapped names are
+            looked up as they are. ``time`` is epoch seconds, epoch milliseconds or ISO 8601 strings;
+            ``duration`` is seconds; without a ``day`` column the day is the calendar date of ``time``.
+            The users/items files' id column has the impression file's name for it, or ``user_id`` /
+            ``item_id``; every other column there is a categorical feature.
+
+    Returns:
+        The log, with ``meta["policy_counts"]`` recording every repair the policies made.
+
+    Raises:
+        DataError: a file, column or value is unusable; the message names the file, column and fix.
+        ValueError: ``columns`` has a key that is not a schema name.
+    """
+    directory = Path(directory)
+    mapping = _resolve_columns(columns)
+    path = _find_table(directory, "impressions", required=True)
+    assert path is not None
+    header = read_header(path)
+    require_columns(header, mapping, path)
+    for optional in ("position", "day"):
+        mapping.setdefault(optional, optional)
+        if mapping[optional] not in header:
+            del mapping[optional]
+    text = [mapping[c] for c in ("time", "day") if c in mapping]
+    frame = read_table(path, list(mapping.values()), as_text=text if path.suffix == ".csv" else ())
+    meta: dict = {"files": [str(path)], "rows_read": len(frame), "columns": dict(mapping)}
+    counts: dict[str, int] = meta.setdefault("policy_counts", {})
+
+    click = to_clicks(frame[mapping["click"]], path, mapping["click"])
+    seconds = to_numbers(frame[mapping["duration"]], path, mapping["duration"])
+    duration, counts["missing_nonclick_durations_zeroed"] = to_durations(
+        seconds, click, path, mapping["duration"]
+    )
+    time_ms, cal_day = to_epoch_ms_and_day(frame[mapping["time"]], path, mapping["time"])
+    if "day" in mapping:
+        cal_day = to_day_numbers(frame[mapping["day"]], path, mapping["day"])
+    if "position" in mapping:
+        position, counts["missing_positions"] = to_positions(
+            frame[mapping["position"]], path, mapping["position"]
+        )
+    else:
+        position = np.full(len(frame), -1, dtype=np.int16)
+    raw = pd.DataFrame(
+        {
+            "user_id": to_ids(frame[mapping["user_id"]], path, mapping["user_id"]),
+            "item_id": to_ids(frame[mapping["item_id"]], path, mapping["item_id"]),
+            "cal_day": cal_day,
+            "time_ms": time_ms,
+            "position": position,
+            "click": click,
+            "duration": duration,
+        }
+    )
+    user_path = _find_table(directory, "users", required=False)
+    item_path = _find_table(directory, "items", required=False)
+    meta["files"] += [str(p) for p in (user_path, item_path) if p is not None]
+    return finalize_feed_log(
+        raw,
+        _read_generic_features(user_path, "user_id", mapping["user_id"]),
+        _read_generic_features(item_path, "item_id", mapping["item_id"]),
+        source=f"generic:{directory.name}",
+        log_file=path,
+        user_file=user_path,
+        item_file=item_path,
+        meta=meta,
+    )

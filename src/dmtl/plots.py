@@ -1,0 +1,186 @@
+"""Figures of the study, drawn from the files the pipeline writes (never from numbers typed by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+MODEL_ORDER = ("teacher", "dmtl", "ctr", "duration_regression", "weighted_lr", "ctcvr_hard")
+
+
+def _order(models: Sequence[str]) -> list[str]:
+    return [m for m in MODEL_ORDER if m in models] + [m for m in models if m not in MODEL_ORDER]
+
+
+def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+    if path is not None:
+        from dmtl.io import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return fig
+
+
+def learning_curves(curves: pd.DataFrame, hue: str, path: str | Path | None = None) -> plt.Figure:
+    """Train and validation loss per epoch, one line per ``hue`` value and seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
+    for ax, col in zip(axes, ("train_loss", "val_loss"), strict=True):
+        sns.lineplot(data=curves, x="epoch", y=col, hue=hue, units="seed", estimator=None, ax=ax, marker="o")
+        ax.set_title(col.replace("_", " "))
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def metric_bars(
+    summary: Mapping[str, Any], metrics: Sequence[str], path: str | Path | None = None
+) -> plt.Figure:
+    """Mean and 95% interval per model for each metric (one panel per metric)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
+    axes = np.atleast_1d(axes)
+    for ax, metric in zip(axes, metrics, strict=True):
+        models = _order([m for m, d in summary["models"].items() if metric in d])
+        means = [summary["models"][m][metric]["mean"] for m in models]
+        lo = [summary["models"][m][metric]["ci_low"] for m in models]
+        hi = [summary["models"][m][metric]["ci_high"] for m in models]
+        err = np.array(
+            [
+                [mu - (a if a is not None else mu) for mu, a in zip(means, lo, strict=True)],
+                [(b if b is not None else mu) - mu for mu, b in zip(means, hi, strict=True)],
+            ]
+        )
+        colors = ["#444444" if m == "teacher" else ("#d62728" if m == "dmtl" else "#1f77b4") for m in models]
+        ax.bar(range(len(models)), means, yerr=err, color=colors, capsize=4)
+        ax.set_xticks(range(len(models)), models, rotation=35, ha="right")
+        finite = [x for x in lo + hi if x is not None]
+        if finite:
+            pad = (max(finite) - min(finite)) * 0.3 + 1e-3
+            ax.set_ylim(max(0.0, min(finite) - pad), max(finite) + pad)
+        ax.set_title(metric)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None) -> plt.Figure:
+    """Retrieval metrics against K, one line per student."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6))
+    for ax, col in zip(np.atleast_1d(axes), columns, strict=True):
+        sns.lineplot(
+            data=table,
+            x="k",
+            y=col,
+            hue="model",
+            hue_order=_order(table["model"].unique()),
+            marker="o",
+            ax=ax,
+        )
+        ax.set_title(f"{col}@K")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def paired_differences(summary: Mapping[str, Any], metric: str, path: str | Path | None = None) -> plt.Figure:
+    """DMTL minus each competitor with its interval: the study's verdicts at a glance."""
+    rows = [(k.split("_vs_")[1], d[metric]) for k, d in summary["comparisons"].items() if metric in d]
+    fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * len(rows)))
+    for i, (_name, d) in enumerate(rows):
+        lo = d["ci_low"] if d["ci_low"] is not None else d["mean"]
+        hi = d["ci_high"] if d["ci_high"] is not None else d["mean"]
+        ax.plot([lo, hi], [i, i], color="k")
+        ax.plot([d["mean"]], [i], "o", color="#d62728")
+    ax.axvline(0, color="grey", ls="--")
+    ax.set_yticks(range(len(rows)), [f"dmtl - {n}" for n, _ in rows])
+    ax.set_title(f"paired difference: {metric}")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def sweep_summary(
+    results: pd.DataFrame, param: str, metrics: Sequence[str], path: str | Path | None = None
+) -> plt.Figure:
+    """Mean and interval of each metric across a sweep's values, one line per student."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5))
+    for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
+        part = results[results["metric"] == metric]
+        for model, g in part.groupby("model", sort=False):
+            x = np.arange(len(g))
+            ax.errorbar(
+                x,
+                g["mean"],
+                yerr=[g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]],
+                marker="o",
+                capsize=3,
+                label=model,
+            )
+            ax.set_xticks(x, [str(v) for v in g["value"]])
+        ax.set_xlabel(param)
+        ax.set_title(metric)
+    np.atleast_1d(axes)[0].legend()
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = None) -> plt.Figure:
+    """Clicked-duration histogram with tau, CTR by position, and clickbait against the rest (simulated)."""
+    imp = prepared.impressions
+    train = imp[imp["split"] == 0]
+    clicked = train[train["click"] == 1]
+    tau = prepared.tau_seconds
+    n = 3 if oracle is not None else 2
+    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6))
+    cap = float(np.quantile(clicked["duration"], 0.99)) if len(clicked) else 1.0
+    axes[0].hist(clicked["duration"].clip(upper=cap), bins=60, color="#1f77b4")
+    axes[0].axvline(tau, color="#d62728", ls="--", label=f"tau = {tau:.0f} s")
+    axes[0].set_xlabel("duration of clicked impressions (s, clipped at p99)")
+    axes[0].legend()
+    pos = train[train["position"] >= 0]
+    if len(pos):
+        by_pos = pos.groupby(pos["position"].clip(upper=19))["click"].mean()
+        axes[1].plot(by_pos.index, by_pos.values, marker="o")
+        axes[1].set_xlabel("feed position (19 = 19+)")
+        axes[1].set_ylabel("CTR")
+    else:
+        axes[1].text(0.5, 0.5, "no position recorded", ha="center")
+    axes[1].set_title("position effect")
+    if oracle is not None:
+        raw = prepared.items["raw_item_id"].to_numpy()
+        bait = oracle.items.set_index("item_id").loc[raw, "is_clickbait"].to_numpy().astype(bool)
+        is_bait = bait[train["item_idx"].to_numpy()]
+        stats = pd.DataFrame(
+            {
+                "group": np.where(is_bait, "clickbait", "rest"),
+                "click": train["click"].to_numpy(),
+                "long_read": train["long_read"].to_numpy(),
+            }
+        )
+        g = stats.groupby("group").agg(
+            ctr=("click", "mean"), long_read=("long_read", "sum"), clicks=("click", "sum")
+        )
+        g["long_read_given_click"] = g["long_read"] / g["clicks"]
+        g[["ctr", "long_read_given_click"]].T.plot.bar(ax=axes[2], rot=0)
+        axes[2].set_title("clickbait vs rest (training days)")
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def student_vs_teacher(sample: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Each student's score against the teacher's p_ctcvr on a sample of test impressions."""
+    models = _order(list(sample["model"].unique()))
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2))
+    for ax, model in zip(np.atleast_1d(axes), models, strict=True):
+        g = sample[sample["model"] == model]
+        ax.scatter(g["teacher_p_ctcvr"], g["student_score"], s=3, alpha=0.3)
+        ax.set_xscale("log")
+        ax.set_title(model)
+        ax.set_xlabel("teacher p_ctcvr")
+    np.atleast_1d(axes)[0].set_ylabel("student score <u, v>")
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,0 +1,209 @@
+"""Tables and sentences of the report, generated from the metrics file (never typed by hand)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+STUDENT_TARGETS_TEXT = {
+    "ctr": "binary cross-entropy on the click label y_c: the production baseline.",
+    "duration_regression": "mean squared error on log(1 + duration), non-clicks as zero duration: the "
+    "'common practice' the paper criticises, which mixes 'not clicked' with 'read briefly'.",
+    "weighted_lr": "click BCE with positives weighted by duration / mean clicked duration (YouTube 2016): "
+    "the odds exp(<u, v>) approximate expected reading time.",
+    "ctcvr_hard": "BCE on the hard multi-task label y_c * y_d (clicked and read longer than tau), no teacher.",
+    "dmtl": "the paper's student: matches the frozen teacher's output (by default BCE against p_ctcvr) over "
+    "all training impressions; hard-label weight, loss and target are parameters.",
+}
+
+HEADLINE = ("auc_ctcvr", "recall_long@100", "bait_share@100")
+SWEEP_METRICS = ("auc_ctcvr", "recall_long@100", "bait_share@100")
+RANKING = ("auc_click", "auc_ctcvr", "auc_cvr", "gauc_click", "gauc_ctcvr", "gauc_cvr")
+MODEL_ORDER = ("teacher", "dmtl", "ctr", "duration_regression", "weighted_lr", "ctcvr_hard")
+
+
+def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
+    if d is None or d.get("mean") is None:
+        return "—"
+    lo, hi = d.get("ci_low"), d.get("ci_high")
+    if lo is None or hi is None:
+        return f"{d['mean']:.{digits}f}"
+    return f"{d['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def ordered_models(models: Sequence[str]) -> list[str]:
+    return [m for m in MODEL_ORDER if m in models] + [m for m in models if m not in MODEL_ORDER]
+
+
+def report_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """The metrics the results table shows, in reading order."""
+    ks = summary["meta"]["ks"]
+    names = list(RANKING)
+    for base in ("recall_long", "recall_click", "bait_share", "oracle_read_time"):
+        names += [f"{base}@{k}" for k in ks]
+    present = {m for d in summary["models"].values() for m in d}
+    return [m for m in names if m in present]
+
+
+def results_numbers(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Long table (model, metric, mean, ci_low, ci_high, n) straight from the metrics file."""
+    rows = []
+    for model in ordered_models(list(summary["models"])):
+        for metric in report_metrics(summary):
+            d = summary["models"][model].get(metric)
+            if d is not None:
+                rows.append(
+                    {
+                        "model": model,
+                        "metric": metric,
+                        **{k: d.get(k) for k in ("mean", "ci_low", "ci_high", "n")},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def results_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Metric x model table of 'mean [low, high]' strings (the report's main table)."""
+    nums = results_numbers(summary)
+    nums["cell"] = [_fmt(r) for r in nums.to_dict("records")]
+    table = nums.pivot(index="metric", columns="model", values="cell")
+    metrics = [m for m in report_metrics(summary) if m in table.index]
+    models = ordered_models(list(table.columns))
+    return table.loc[metrics, models].fillna("—")
+
+
+def teacher_table(teacher_summary: Mapping[str, Any], split: str = "test") -> pd.DataFrame:
+    rows = {}
+    for variant, splits in teacher_summary.items():
+        if split in splits:
+            rows[variant] = {m: _fmt(d) for m, d in splits[split].items()}
+    return pd.DataFrame(rows).T
+
+
+def verdict_table(summary: Mapping[str, Any], metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
+    """Paired difference dmtl - competitor with interval and verdict, for each headline metric."""
+    rows = []
+    ref = summary["meta"].get("reference", "dmtl")
+    for key, per_metric in summary["comparisons"].items():
+        other = key.split("_vs_", 1)[1]
+        for metric in metrics:
+            d = per_metric.get(metric)
+            if d is None:
+                continue
+            rows.append(
+                {
+                    "comparison": f"{ref} − {other}",
+                    "metric": metric,
+                    "difference": _fmt(d),
+                    "verdict": d.get("verdict", ""),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _claim(summary: Mapping[str, Any], other: str, metric: str) -> tuple[str, Mapping[str, Any] | None]:
+    d = summary["comparisons"].get(f"dmtl_vs_{other}", {}).get(metric)
+    return (d.get("verdict", "not measured") if d else "not measured"), d
+
+
+def verdict_text(summary: Mapping[str, Any]) -> str:
+    """The three claims of the study, each with the verdict its interval supports."""
+    ks = summary["meta"]["ks"]
+    k = 100 if 100 in ks else ks[len(ks) // 2]
+    lines = []
+    v1, d1 = _claim(summary, "ctr", "auc_ctcvr")
+    v1b, d1b = _claim(summary, "ctr", f"recall_long@{k}")
+    lines.append(
+        f"1. **DMTL beats `ctr` on duration.** auc_ctcvr: dmtl − ctr = {_fmt(d1)} → *{v1}*; "
+        f"recall_long@{k}: {_fmt(d1b)} → *{v1b}*."
+    )
+    v2, d2 = _claim(summary, "ctr", f"bait_share@{k}")
+    lines.append(
+        f"2. **DMTL retrieves fewer clickbait items than `ctr`.** bait_share@{k}: dmtl − ctr = {_fmt(d2)} "
+        f"(lower is better) → *{v2}*."
+    )
+    models = summary["models"]
+    if "teacher" in models and "ctr" in models and "dmtl" in models:
+        t, c, s = (models[m]["auc_ctcvr"]["mean"] for m in ("teacher", "ctr", "dmtl"))
+        share = (s - c) / (t - c) if t != c else float("nan")
+        lines.append(
+            f"3. **The student recovers most of the teacher's gain.** auc_ctcvr: teacher {t:.4f}, ctr {c:.4f}, "
+            f"dmtl {s:.4f}: the student recovers {share:.0%} of the teacher's gain over `ctr` "
+            f"(the teacher sees user × item interactions and position that no two-tower model can)."
+        )
+    others = [k_.split("_vs_", 1)[1] for k_ in summary["comparisons"]]
+    for metric in ("auc_ctcvr", f"recall_long@{k}", f"bait_share@{k}"):
+        wins = [o for o in others if _claim(summary, o, metric)[0].startswith("dmtl better")]
+        losses = [o for o in others if _claim(summary, o, metric)[0].startswith("dmtl worse")]
+        lines.append(
+            f"- `{metric}`: dmtl is better than {', '.join(f'`{o}`' for o in wins) or 'none'}; worse than "
+            f"{', '.join(f'`{o}`' for o in losses) or 'none'}; no significant difference with the rest."
+        )
+    return "\n".join(lines)
+
+
+def setup_text(summary: Mapping[str, Any], data_summary: Mapping[str, Any]) -> str:
+    meta = summary["meta"]
+    return (
+        f"**Setup.** Source: `{meta['source']}`; seeds {meta['seeds']}; tau = {meta['tau_seconds']:.1f} s; "
+        f"{data_summary['train']['impressions']:,} training, {data_summary['val']['impressions']:,} validation and "
+        f"{meta['n_test_impressions']:,} test impressions; retrieval over {meta['n_items']:,} items for "
+        f"{meta['n_retrieval_users']:,} test users with a click ({meta['n_retrieval_users_with_long_read']:,} with a "
+        f"long read). Clickbait: {meta['bait_rule']} ({meta['bait_items']:,} items)."
+    )
+
+
+def teacher_agreement(sample: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of each student's score with the teacher's p_ctcvr on test impressions."""
+    rows = {}
+    for model, g in sample.groupby("model", sort=False):
+        rows[model] = g["student_score"].rank().corr(g["teacher_p_ctcvr"].rank())
+    return pd.Series(rows, name="spearman(student score, teacher p_ctcvr)").to_frame()
+
+
+def read_sweep(root: str | Path, name: str) -> pd.DataFrame | None:
+    path = Path(root) / "sweeps" / name / "results.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def sweep_table(results: pd.DataFrame, metrics: Sequence[str] = SWEEP_METRICS) -> pd.DataFrame:
+    part = results[results["metric"].isin(metrics)].copy()
+    part["cell"] = [_fmt(r) for r in part.to_dict("records")]
+    return part.pivot_table(
+        index=["value", "model"], columns="metric", values="cell", aggfunc="first", sort=False
+    )
+
+
+def limitations_text(summary: Mapping[str, Any]) -> str:
+    meta = summary["meta"]
+    n = len(meta["seeds"])
+    simulated = meta["source"] == "simulated"
+    items = [
+        f"- **Seeds.** {n} seeds: intervals use Student's t with {n - 1} degrees of freedom and are wide; "
+        "seeds vary model initialisation and batch order, not the data (one simulated world / one log).",
+        "- **Offline only.** The paper's main evidence is an online A/B test of reading duration; offline "
+        "retrieval metrics on logged data inherit the logging policy's exposure bias (items never shown cannot be "
+        "counted as positives).",
+        "- **Unknown details.** The paper's tables, data size, hyper-parameters and exact distillation loss are not "
+        "public; the defaults here are this study's choices (STUDY.md §2), and the sweeps show how much they matter.",
+    ]
+    if simulated:
+        items.append(
+            "- **Simulated data.** The default world is a simulator built to contain the paper's mechanism "
+            "(clickbait clicked but not read); that DMTL can win there shows the method works when the mechanism "
+            "exists, not how large the effect is on a real feed. Run the study on KuaiRand or your own logs for that."
+        )
+    else:
+        items.append(
+            "- **Real-data clickbait.** There is no ground truth: `bait_share` uses the documented rule "
+            f"({meta['bait_rule']}), a proxy."
+        )
+    return "\n".join(items)
+
+
+def jsonable_float(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else float(x)

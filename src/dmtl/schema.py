@@ -1,0 +1,150 @@
+"""The study's generic impression-log schema, shared by the simulator and every real-data loader.
+
+Every source (simulated, KuaiRand, a user's own logs) is turned into a :class:`FeedLog`: three tables with
+the columns below. Everything downstream (preprocessing, models, evaluation) reads only this schema, so a
+new source needs only a loader.
+
+impressions (one row per shown item):
+    user_id  int64    user identifier (any non-negative integer)
+    item_id  int64    item identifier
+    day      int32    day index, 0 = first day of the log; the train/validation/test split is by day
+    time     int64    seconds since the log's start (orders impressions within a day)
+    position int16    feed position, 0 = top; -1 when the source does not record it
+    click    int8     1 if clicked, else 0
+    duration float32  reading/playing time in seconds; 0 when not clicked
+
+users: ``user_id`` plus categorical feature columns (any dtype; treated as categories).
+items: ``item_id`` plus categorical feature columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+IMPRESSION_COLUMNS: dict[str, str] = {
+    "user_id": "int64",
+    "item_id": "int64",
+    "day": "int32",
+    "time": "int64",
+    "position": "int16",
+    "click": "int8",
+    "duration": "float32",
+}
+
+
+class DataError(ValueError):
+    """Bad input: the message names the file, the column and the fix."""
+
+    def __init__(self, file: str | Path | None, column: str | None, problem: str, fix: str):
+        self.file = str(file) if file is not None else None
+        self.column = column
+        self.problem = problem
+        self.fix = fix
+        where = f"{self.file}" if self.file else "input"
+        if column:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+@dataclass
+class FeedLog:
+    """A click + duration impression log in the study's generic schema."""
+
+    impressions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    source: str = "unknown"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def user_feature_columns(self) -> list[str]:
+        return [c for c in self.users.columns if c != "user_id"]
+
+    @property
+    def item_feature_columns(self) -> list[str]:
+        return [c for c in self.items.columns if c != "item_id"]
+
+    def write(self, directory: str | Path) -> None:
+        """Write the three tables as parquet files (each atomically) into ``directory``."""
+        from dmtl.io import write_parquet
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_parquet(self.impressions, directory / "impressions.parquet")
+        write_parquet(self.users, directory / "users.parquet")
+        write_parquet(self.items, directory / "items.parquet")
+
+    @classmethod
+    def read(cls, directory: str | Path, source: str = "parquet") -> FeedLog:
+        directory = Path(directory)
+        return cls(
+            impressions=pd.read_parquet(directory / "impressions.parquet"),
+            users=pd.read_parquet(directory / "users.parquet"),
+            items=pd.read_parquet(directory / "items.parquet"),
+            source=source,
+        )
+
+
+def coerce_impressions(df: pd.DataFrame, file: str | Path | None = None) -> pd.DataFrame:
+    """Return ``df`` with exactly the schema's impression columns and dtypes, or raise :class:`DataError`."""
+    missing = [c for c in IMPRESSION_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            file,
+            missing[0],
+            f"missing impression column(s) {missing}; found {list(df.columns)}",
+            f"provide columns {list(IMPRESSION_COLUMNS)} (see dmtl.schema)",
+        )
+    out = {}
+    for col, dtype in IMPRESSION_COLUMNS.items():
+        values = df[col]
+        if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+            raise DataError(
+                file, col, f"expected numbers, found dtype {values.dtype}", f"store '{col}' as {dtype}"
+            )
+        if values.isna().any():
+            raise DataError(
+                file,
+                col,
+                f"{int(values.isna().sum())} missing values",
+                f"fill or drop rows with missing '{col}'",
+            )
+        out[col] = values.to_numpy().astype(dtype, copy=False)
+    return pd.DataFrame(out)
+
+
+def check_feed_log(log: FeedLog, file: str | Path | None = None) -> None:
+    """Check the invariants every source must satisfy; raise :class:`DataError` naming the fix."""
+    imp = log.impressions
+    file = file or log.source
+    clicks = imp["click"].to_numpy()
+    dur = imp["duration"].to_numpy()
+    if not np.isin(clicks, (0, 1)).all():
+        raise DataError(file, "click", "values other than 0/1", "encode clicks as 0/1")
+    if (dur < 0).any() or not np.isfinite(dur).all():
+        raise DataError(
+            file, "duration", "negative or non-finite durations", "durations must be seconds >= 0"
+        )
+    if ((clicks == 0) & (dur > 0)).any():
+        raise DataError(
+            file, "duration", "durations on non-clicked impressions", "set duration to 0 where click is 0"
+        )
+    for key, table in (("user_id", log.users), ("item_id", log.items)):
+        if key not in table.columns:
+            raise DataError(
+                file, key, f"feature table lacks '{key}'", f"add a '{key}' column to the feature table"
+            )
+        if table[key].duplicated().any():
+            raise DataError(file, key, "duplicate ids in the feature table", f"keep one row per {key}")
+        absent = ~np.isin(imp[key].to_numpy(), table[key].to_numpy())
+        if absent.any():
+            raise DataError(
+                file,
+                key,
+                f"{int(absent.sum())} impressions whose {key} is not in the feature table",
+                f"add feature rows for every {key} in the log (or drop those impressions)",
+            )

@@ -1,0 +1,307 @@
+"""Lightning modules for the teacher and the students, and one ``fit`` shared by both.
+
+Every student is one :class:`StudentModule` parameterised by its target (STUDY.md section 3): the
+architecture and the training loop are identical, so a gap between students is the target's doing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from dmtl.data import ImpressionDataModule, ImpressionTensors
+from dmtl.io import atomic_path
+from dmtl.losses import student_loss, teacher_loss
+from dmtl.models.teacher import MultiTaskTeacher
+from dmtl.models.two_tower import TwoTower
+
+
+def quiet_lightning() -> None:
+    """Lightning's banners and tips would bury the notebooks' narrative; keep warnings that matter."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    """Seed Python, numpy and torch, and pin CPU threads so runs repeat exactly."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def build_teacher(
+    cards: Mapping[str, list[int]], hp: Mapping[str, Any], variant: str = "default"
+) -> MultiTaskTeacher:
+    """The teacher of ``params['teacher']``; ``variant`` swaps the backbone or drops ESMM (section 2)."""
+    backbone = "shared_bottom" if variant == "shared_bottom" else hp["backbone"]
+    esmm = False if variant == "no_esmm" else hp["esmm"]
+    return MultiTaskTeacher(
+        cards["user"],
+        cards["item"],
+        cards["context"] if hp["use_position"] else [],
+        emb_dim=hp["emb_dim"],
+        backbone=backbone,
+        n_experts=hp["n_experts"],
+        expert_dims=tuple(hp["expert_dims"]),
+        tower_dims=tuple(hp["tower_dims"]),
+        esmm=esmm,
+        duration_head=hp["w_duration"] > 0,
+    )
+
+
+def _context(batch: Mapping[str, torch.Tensor], use_position: bool) -> torch.Tensor:
+    ctx = batch["context_x"]
+    return ctx if use_position else ctx[:, :0]
+
+
+class TeacherModule(L.LightningModule):
+    """MMoE + ESMM teacher (or a variant) trained on click and long read over all impressions."""
+
+    def __init__(self, model: MultiTaskTeacher, hp: Mapping[str, Any]):
+        super().__init__()
+        self.model = model
+        self.hp = dict(hp)
+        self.esmm = model.esmm
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.model(batch["user_x"], batch["item_x"], _context(batch, self.hp["use_position"]))
+
+    def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = self(batch)
+        return teacher_loss(
+            out,
+            batch["click"],
+            batch["long_read"],
+            w_ctr=self.hp["w_ctr"],
+            w_ctcvr=self.hp["w_ctcvr"],
+            esmm=self.esmm,
+            w_duration=self.hp["w_duration"],
+            duration=batch["duration"],
+        )
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True
+        )
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss, _ = self._loss(batch)
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hp["lr"], weight_decay=self.hp["weight_decay"])
+
+
+class StudentModule(L.LightningModule):
+    """The two-tower student trained on one target: ctr, duration_regression, weighted_lr, ctcvr_hard, dmtl.
+
+    For ``dmtl`` in the ``joint`` regime a teacher is trained alongside and the student distils its detached
+    outputs (stop-gradient: the distillation loss never moves the teacher).
+    """
+
+    def __init__(
+        self,
+        model: TwoTower,
+        target: str,
+        hp: Mapping[str, Any],
+        duration_scale: float,
+        teacher: TeacherModule | None = None,
+        soft_target: str = "p_ctcvr",
+        duration_cap: float = 1.0,
+    ):
+        super().__init__()
+        self.model = model
+        self.target = target
+        self.hp = dict(hp)
+        self.duration_scale = duration_scale
+        self.teacher = teacher
+        self.soft_target = soft_target
+        self.duration_cap = duration_cap
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch["user_x"], batch["item_x"])
+
+    def _soft_label(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if self.teacher is None:
+            return batch.get("soft_label"), torch.zeros((), device=self.device)
+        t_loss, _ = self.teacher._loss(batch)
+        with torch.no_grad():
+            out = self.teacher(batch)
+        return soft_label_from_teacher(out, self.soft_target, self.duration_cap), t_loss
+
+    def _loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        soft, t_loss = self._soft_label(batch)
+        loss = student_loss(
+            self.target,
+            self(batch),
+            batch["click"],
+            batch["long_read"],
+            batch["duration"],
+            soft,
+            distill_loss=self.hp.get("loss", "bce"),
+            temperature=self.hp.get("temperature", 1.0),
+            hard_weight=self.hp.get("hard_weight", 0.0),
+            duration_scale=self.duration_scale,
+        )
+        return loss + t_loss
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True
+        )
+        return loss
+
+    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = [
+            {"params": self.model.parameters(), "lr": self.hp["lr"], "weight_decay": self.hp["weight_decay"]}
+        ]
+        if self.teacher is not None:
+            t = self.teacher.hp
+            groups.append(
+                {"params": self.teacher.parameters(), "lr": t["lr"], "weight_decay": t["weight_decay"]}
+            )
+        return torch.optim.Adam(groups)
+
+
+def soft_label_from_teacher(
+    out: Mapping[str, torch.Tensor], target: str, duration_cap: float
+) -> torch.Tensor:
+    """The distillation target of STUDY.md section 2 from the teacher's outputs.
+
+    ``p_ctr_x_duration`` is p_ctr times E[duration | click] from the teacher's duration head, divided by the
+    99th percentile of clicked training durations and clipped to 1 so it is a probability-like target.
+    """
+    if target == "p_ctcvr":
+        return out["p_ctcvr"]
+    if target == "p_ctr":
+        return out["p_ctr"]
+    if target == "p_ctr_x_duration":
+        expected = torch.expm1(out["dur_log"]).clamp(min=0.0)
+        return (out["p_ctr"] * (expected / duration_cap)).clamp(0.0, 1.0)
+    raise ValueError(f"unknown distillation target {target!r}; choose p_ctcvr, p_ctr or p_ctr_x_duration")
+
+
+class CurveRecorder(Callback):
+    """Keeps the epoch-level train and validation losses: the learning curves DVC plots read."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after the epoch's validation loop, so both losses of this epoch are known here.
+        m = trainer.callback_metrics
+        self.rows.append(
+            {
+                "epoch": int(trainer.current_epoch),
+                "train_loss": float(m["train_loss"]) if "train_loss" in m else float("nan"),
+                "val_loss": float(m["val_loss"]) if "val_loss" in m else float("nan"),
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["epoch", "train_loss", "val_loss"])
+
+
+def make_trainer(train: Mapping[str, Any], callbacks: list[Callback], ckpt_dir: Path) -> L.Trainer:
+    """A Trainer whose hardware comes from params, so the same notebook runs on CPU, a GPU or under DDP."""
+    return L.Trainer(
+        accelerator=train["accelerator"],
+        devices=train["devices"],
+        strategy=train["strategy"],
+        num_nodes=train["num_nodes"],
+        precision=train["precision"],
+        max_epochs=train["max_epochs"],
+        callbacks=callbacks,
+        default_root_dir=str(ckpt_dir),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+    )
+
+
+def fit(
+    module: L.LightningModule,
+    data: ImpressionTensors,
+    train: Mapping[str, Any],
+    seed: int,
+    extra_callbacks: list[Callback] | None = None,
+) -> pd.DataFrame:
+    """Train ``module`` with early stopping on validation loss; load its best weights; return the curve.
+
+    Checkpoints live in a private temporary folder, so an interrupted run leaves nothing behind that a
+    later run could pick up by mistake: rerunning the stage restarts cleanly.
+    """
+    quiet_lightning()
+    seed_everything(seed, train.get("threads"))
+    dm = ImpressionDataModule(data, train["batch_size"], seed)
+    curve = CurveRecorder()
+    ckpt_dir = Path(tempfile.mkdtemp(prefix="dmtl-ckpt-"))
+    try:
+        best = ModelCheckpoint(
+            dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True
+        )
+        stop = EarlyStopping(monitor="val_loss", mode="min", patience=train["patience"])
+        trainer = make_trainer(train, [curve, best, stop, *(extra_callbacks or [])], ckpt_dir)
+        trainer.fit(module, datamodule=dm)
+        if best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+    finally:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    module.cpu().eval()
+    return curve.frame()
+
+
+@torch.no_grad()
+def predict_teacher(
+    module: TeacherModule, data: ImpressionTensors, batch_size: int = 65536
+) -> dict[str, np.ndarray]:
+    """p_ctr, p_cvr and p_ctcvr (and dur_log if present) for every impression, in row order."""
+    module.eval()
+    keys = ["p_ctr", "p_cvr", "p_ctcvr"] + (["dur_log"] if module.model.duration_head else [])
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for start in range(0, len(data), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data)))
+        out = module(data.batch(rows))
+        for k in keys:
+            chunks[k].append(out[k].float().numpy())
+    return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+@torch.no_grad()
+def tower_embeddings(model: TwoTower, table: torch.Tensor, user: bool, batch_size: int = 65536) -> np.ndarray:
+    """User (or item) tower outputs for every row of a feature table: what retrieval indexes."""
+    model.eval()
+    fn = model.user_embedding if user else model.item_embedding
+    parts = [fn(table[s : s + batch_size]).float().numpy() for s in range(0, len(table), batch_size)]
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def save_state(module: torch.nn.Module, path: Path) -> None:
+    """Write a state dict atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(module.state_dict(), tmp)

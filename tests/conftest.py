@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny study run once per test session (in-process, no papermill)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The tiny preset with a budget that trains in seconds: what the pipeline tests run on.
+TINY = {
+    "data.preset": "tiny",
+    "train.seeds": [0, 1],
+    "train.max_epochs": 3,
+    "train.batch_size": 512,
+    "teacher.variants": ["no_esmm"],
+    "teacher.variant_seeds": 1,
+    "sweeps.seeds": [0, 1],
+    "sweeps.grid": {"hard_weight": {"param": "students.dmtl.hard_weight", "values": [0.0, 1.0]}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    from dmtl import params as P
+
+    return P.load(REPO / "params.yaml", TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_params, tmp_path_factory) -> Path:
+    """Root folder of a complete tiny run: prepare, teacher, every student, evaluate."""
+    from dmtl import pipeline
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    pipeline.run_prepare(tiny_params, root)
+    pipeline.run_teacher(tiny_params, root)
+    for name in tiny_params["students"]["names"]:
+        pipeline.run_student(tiny_params, name, root)
+    pipeline.run_evaluate(tiny_params, root)
+    return root

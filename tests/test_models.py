@@ -1,0 +1,221 @@
+"""Tests for dmtl.models: embeddings, MLP, the MMoE+ESMM teacher and the two-tower student."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+import torch
+
+from dmtl.models import MLP, FeatureEmbedding, MultiTaskTeacher, TwoTower
+
+USER_CARDS, ITEM_CARDS, CTX_CARDS = [50, 3, 6], [80, 5, 4, 7], [8, 2]
+B = 64
+
+
+def random_fields(cards: list[int], n: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randint(0, c, (n,), generator=gen) for c in cards], dim=1)
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return random_fields(USER_CARDS, B, 1), random_fields(ITEM_CARDS, B, 2), random_fields(CTX_CARDS, B, 3)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def test_feature_embedding_offsets_and_lookup() -> None:
+    torch.manual_seed(0)
+    emb = FeatureEmbedding([3, 4, 2], dim=5)
+    x = torch.tensor([[0, 0, 0], [2, 3, 1]])
+    out = emb(x)
+    assert out.shape == (2, 15)
+    w = emb.embedding.weight
+    # Field f's value k is row offsets[f] + k, offsets = [0, 3, 7].
+    torch.testing.assert_close(out[1], torch.cat([w[2], w[3 + 3], w[7 + 1]]))
+    # The OOV index 0 of each field is its own vector.
+    f0, f1, f2 = out[0].view(3, 5)
+    assert not torch.equal(f0, f1) and not torch.equal(f1, f2)
+    torch.testing.assert_close(f1, w[3])
+
+
+@pytest.mark.parametrize("bad", [[[3, 0, 0]], [[0, 4, 0]], [[0, 0, -1]]])
+def test_feature_embedding_rejects_out_of_range(bad: list[list[int]]) -> None:
+    emb = FeatureEmbedding([3, 4, 2], dim=5)
+    with pytest.raises(ValueError, match="OOV"):
+        emb(torch.tensor(bad))
+
+
+def test_feature_embedding_shapes_and_validation() -> None:
+    assert FeatureEmbedding([], dim=4)(torch.zeros((7, 0), dtype=torch.long)).shape == (7, 0)
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        FeatureEmbedding([3, 4], dim=4)(torch.zeros((7, 3), dtype=torch.long))
+    with pytest.raises(ValueError, match=">= 1"):
+        FeatureEmbedding([3, 0], dim=4)
+
+
+def test_mlp_structure() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(32, 6)
+    hidden = MLP(6, (8, 4))
+    assert hidden.out_dim == 4 and (hidden(x) >= 0).all()  # ReLU after the last layer
+    head = MLP(6, (8, 1), dropout=0.5, last_activation=False)
+    kinds = [type(m).__name__ for m in head.net]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear"]
+    head.eval()
+    torch.testing.assert_close(head(x), head(x))
+    assert (head(x) < 0).any()  # a logit layer may be negative
+    torch.testing.assert_close(MLP(6, ())(x), x)
+
+
+# ---------------------------------------------------------------- teacher
+
+
+def make_teacher(**kw: object) -> MultiTaskTeacher:
+    torch.manual_seed(0)
+    return MultiTaskTeacher(USER_CARDS, ITEM_CARDS, CTX_CARDS, emb_dim=4, **kw)
+
+
+def test_teacher_outputs_and_gates(batch: tuple) -> None:
+    teacher = make_teacher(n_experts=3)
+    out = teacher(*batch)
+    for key in ("logit_ctr", "logit_cvr", "p_ctr", "p_cvr", "p_ctcvr", "log_p_ctcvr"):
+        assert out[key].shape == (B,)
+    gates = out["gates"]
+    assert gates.shape == (B, 2, 3) and (gates >= 0).all()
+    torch.testing.assert_close(gates.sum(-1), torch.ones(B, 2))
+    torch.testing.assert_close(out["p_ctcvr"], out["p_ctr"] * out["p_cvr"])
+    torch.testing.assert_close(out["log_p_ctcvr"], torch.log(out["p_ctcvr"]))
+    assert "dur_log" not in out
+
+
+def test_teacher_p_ctcvr_never_exceeds_p_ctr(batch: tuple) -> None:
+    teacher = make_teacher()
+    with torch.no_grad():
+        for tower in (teacher.ctr_tower, teacher.cvr_tower):
+            tower.net[-1].weight.mul_(200.0)  # push many outputs to saturation
+        out = teacher(*batch)
+    assert (out["p_ctcvr"] <= out["p_ctr"]).all()
+    assert torch.isfinite(out["log_p_ctcvr"]).all()
+    assert (out["p_ctr"] == 1).any() or (out["p_ctr"] == 0).any() or (out["p_cvr"] == 1).any()
+
+
+@pytest.mark.parametrize("esmm", [True, False])
+def test_teacher_gradients_reach_every_expert_and_gate(batch: tuple, esmm: bool) -> None:
+    teacher = make_teacher(n_experts=4, esmm=esmm)
+    click = torch.zeros(B).index_fill_(0, torch.arange(0, B, 3), 1.0)
+    long_read = click * (torch.arange(B) % 2 == 0)
+    loss, parts = teacher.loss(teacher(*batch), click, long_read)
+    assert ("loss_ctcvr" in parts) == esmm and ("loss_cvr" in parts) != esmm
+    loss.backward()
+    for e, expert in enumerate(teacher.experts):
+        for name, param in expert.named_parameters():
+            assert param.grad is not None and param.grad.abs().sum() > 0, f"expert {e} {name}"
+    assert teacher.gates.weight.grad.abs().sum() > 0
+
+
+def test_teacher_shared_bottom(batch: tuple) -> None:
+    teacher = make_teacher(backbone="shared_bottom", n_experts=4)
+    out = teacher(*batch)
+    assert out["gates"] is None and teacher.gates is None and len(teacher.experts) == 1
+    assert (out["p_ctcvr"] <= out["p_ctr"]).all()
+    with pytest.raises(ValueError, match="valid: .*'mmoe'"):
+        make_teacher(backbone="ple")
+
+
+def test_teacher_duration_head(batch: tuple) -> None:
+    teacher = make_teacher(duration_head=True)
+    out = teacher(*batch)
+    assert out["dur_log"].shape == (B,) and (out["dur_log"] >= 0).all()
+    click = torch.ones(B)
+    loss, parts = teacher.loss(out, click, click, duration=torch.full((B,), 30.0), w_duration=1.0)
+    loss.backward()
+    assert "loss_duration" in parts
+    assert teacher.dur_tower.net[0].weight.grad.abs().sum() > 0
+
+
+def test_teacher_context_optional() -> None:
+    torch.manual_seed(0)
+    teacher = MultiTaskTeacher(USER_CARDS, ITEM_CARDS, [], emb_dim=4)
+    u, i = random_fields(USER_CARDS, 5, 1), random_fields(ITEM_CARDS, 5, 2)
+    a = teacher(u, i, torch.zeros((5, 0), dtype=torch.long))
+    b = teacher(u, i)
+    torch.testing.assert_close(a["p_ctcvr"], b["p_ctcvr"])
+
+
+# ---------------------------------------------------------------- two tower
+
+
+def make_two_tower(**kw: object) -> TwoTower:
+    torch.manual_seed(0)
+    return TwoTower(USER_CARDS, ITEM_CARDS, emb_dim=4, tower_dims=(16,), out_dim=8, **kw)
+
+
+@pytest.mark.parametrize("score", ["dot", "cosine"])
+def test_two_tower_logit_factorises_over_all_pairs(batch: tuple, score: str) -> None:
+    model = make_two_tower(score=score)
+    user_x, item_x, _ = batch
+    u, v = model.user_embedding(user_x), model.item_embedding(item_x)
+    torch.testing.assert_close(model(user_x, item_x), (u * v).sum(-1))
+    # Every (user i, item j) pair scores u_i . v_j: the model is retrievable by inner product.
+    pairs_u = user_x.repeat_interleave(B, dim=0)
+    pairs_i = item_x.repeat(B, 1)
+    torch.testing.assert_close(model(pairs_u, pairs_i).view(B, B), u @ v.T)
+
+
+def test_two_tower_towers_are_independent(batch: tuple) -> None:
+    model = make_two_tower()
+    user_x, item_x, _ = batch
+    user_params = set(map(id, model.user_tower.parameters()))
+    assert user_params.isdisjoint(map(id, model.item_tower.parameters()))
+    u0, v0 = model.user_embedding(user_x).detach(), model.item_embedding(item_x).detach()
+    with torch.no_grad():
+        for p in model.item_tower.parameters():
+            p.add_(1.0)
+    torch.testing.assert_close(model.user_embedding(user_x), u0)  # user side untouched by item weights
+    v1 = model.item_embedding(item_x).detach()
+    assert not torch.allclose(v1, v0)
+    with torch.no_grad():
+        for p in model.user_tower.parameters():
+            p.mul_(-2.0)
+    torch.testing.assert_close(model.item_embedding(item_x), v1)  # item side untouched by user weights
+    assert not torch.allclose(model.user_embedding(user_x), u0)
+    grads = torch.autograd.grad(
+        model.user_embedding(user_x).sum(), list(model.item_tower.parameters()), allow_unused=True
+    )
+    assert all(g is None for g in grads)
+
+
+def test_two_tower_cosine_bounded_by_inverse_temperature(batch: tuple) -> None:
+    t = 0.05
+    model = make_two_tower(score="cosine", temperature=t)
+    user_x, item_x, _ = batch
+    u, v = model.user_embedding(user_x), model.item_embedding(item_x)
+    torch.testing.assert_close(u.norm(dim=-1), torch.ones(B))
+    torch.testing.assert_close(v.norm(dim=-1), torch.full((B,), 1 / t))
+    logits = u @ v.T
+    assert logits.abs().max() <= 1 / t + 1e-4
+    # An item vector scored against its own direction reaches the bound.
+    torch.testing.assert_close((v * v * t).sum(-1), torch.full((B,), 1 / t))
+
+
+def test_two_tower_faiss_inner_product_matches_score(batch: tuple) -> None:
+    model = make_two_tower(score="cosine", temperature=0.2)
+    user_x, item_x, _ = batch
+    with torch.no_grad():
+        u, v = model.user_embedding(user_x).numpy(), model.item_embedding(item_x).numpy()
+    index = faiss.IndexFlatIP(v.shape[1])
+    index.add(np.ascontiguousarray(v))
+    scores, ids = index.search(np.ascontiguousarray(u), 5)
+    full = u @ v.T
+    np.testing.assert_allclose(scores, np.take_along_axis(full, ids, axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores[:, 0], full.max(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_two_tower_validation() -> None:
+    with pytest.raises(ValueError, match="valid: .*'dot'.*'cosine'"):
+        make_two_tower(score="l2")
+    with pytest.raises(ValueError, match="temperature"):
+        make_two_tower(score="cosine", temperature=0.0)

@@ -1,0 +1,107 @@
+"""The stages end to end on the tiny preset: outputs, numbers, determinism, the report's table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmtl import pipeline
+from dmtl.features import Prepared
+from dmtl.io import read_json
+from dmtl.metrics import auc
+
+
+def test_every_model_and_metric_is_reported(tiny_run, tiny_params):
+    summary = read_json(tiny_run / "metrics" / "metrics.json")
+    models = set(summary["models"])
+    assert models == {"teacher", *tiny_params["students"]["names"]}
+    for name in tiny_params["students"]["names"]:
+        for k in tiny_params["eval"]["ks"]:
+            for base in ("recall_long", "recall_click", "bait_share", "oracle_read_time"):
+                d = summary["models"][name][f"{base}@{k}"]
+                assert len(d["values"]) == 2 and d["ci_low"] <= d["mean"] <= d["ci_high"]
+    assert "recall_long@100" not in summary["models"]["teacher"]  # the teacher has no towers: not retrievable
+    for other in set(tiny_params["students"]["names"]) - {"dmtl"}:
+        assert "verdict" in summary["comparisons"][f"dmtl_vs_{other}"]["auc_ctcvr"]
+
+
+def test_paired_difference_is_computed_from_the_per_seed_values(tiny_run):
+    summary = read_json(tiny_run / "metrics" / "metrics.json")
+    per_seed = pd.read_parquet(tiny_run / "metrics" / "per_seed.parquet")
+    a = per_seed[per_seed.model == "dmtl"].sort_values("seed")["recall_long@100"].to_numpy()
+    b = per_seed[per_seed.model == "ctr"].sort_values("seed")["recall_long@100"].to_numpy()
+    d = summary["comparisons"]["dmtl_vs_ctr"]["recall_long@100"]
+    assert d["mean"] == pytest.approx(float(np.mean(a - b)))
+
+
+def test_teacher_beats_constant_and_popularity_on_auc_ctcvr(tiny_run):
+    prepared = Prepared.read(tiny_run / "artifacts" / "data")
+    imp = prepared.impressions
+    train, test = imp[imp.split == 0], imp[imp.split == 2]
+    y = (test["click"] * test["long_read"]).to_numpy()
+    # Popularity predictor: each item's training click-and-long-read rate (unseen items: global rate).
+    rate = (train["click"] * train["long_read"]).groupby(train["item_idx"]).mean()
+    pop = test["item_idx"].map(rate).fillna(rate.mean()).to_numpy()
+    popularity_auc = auc(y, pop)
+    constant_auc = auc(y, np.zeros(len(y)))
+    assert constant_auc == 0.5
+    summary = read_json(tiny_run / "metrics" / "metrics.json")
+    teacher = summary["models"]["teacher"]["auc_ctcvr"]
+    assert teacher["mean"] > popularity_auc, (teacher, popularity_auc)
+    assert min(teacher["values"]) > constant_auc
+
+
+def test_teacher_outputs_respect_esmm(tiny_run, tiny_params):
+    pred = pd.read_parquet(pipeline.Paths(tiny_run).teacher("default", 0) / "predictions.parquet")
+    assert (pred["p_ctcvr"] <= pred["p_ctr"] + 1e-7).all()
+    np.testing.assert_allclose(pred["p_ctcvr"], pred["p_ctr"] * pred["p_cvr"], rtol=1e-5, atol=1e-7)
+    assert len(pred) == len(Prepared.read(tiny_run / "artifacts" / "data").impressions)
+
+
+def test_student_embeddings_cover_users_and_corpus(tiny_run, tiny_params):
+    prepared = Prepared.read(tiny_run / "artifacts" / "data")
+    for name in tiny_params["students"]["names"]:
+        d = pipeline.Paths(tiny_run).student(name, 1)
+        u, v = np.load(d / "user_emb.npy"), np.load(d / "item_emb.npy")
+        assert u.shape == (len(prepared.users), tiny_params["students"]["common"]["out_dim"])
+        assert v.shape == (len(prepared.items), tiny_params["students"]["common"]["out_dim"])
+        assert np.isfinite(u).all() and np.isfinite(v).all()
+
+
+def test_report_table_equals_metrics_file(tiny_run):
+    from dmtl.report import results_numbers, results_table
+
+    summary = read_json(tiny_run / "metrics" / "metrics.json")
+    numbers = results_numbers(summary)
+    for row in numbers.to_dict("records"):
+        d = summary["models"][row["model"]][row["metric"]]
+        for key in ("mean", "ci_low", "ci_high"):
+            assert row[key] == d[key]
+    table = results_table(summary)
+    d = summary["models"]["dmtl"]["auc_ctcvr"]
+    assert table.loc["auc_ctcvr", "dmtl"] == f"{d['mean']:.4f} [{d['ci_low']:.4f}, {d['ci_high']:.4f}]"
+
+
+def test_same_params_give_identical_metrics(tiny_run, tiny_params, tmp_path):
+    """Determinism: a second run of every stage with the same params writes the same metrics file."""
+    pipeline.run_prepare(tiny_params, tmp_path)
+    pipeline.run_teacher(tiny_params, tmp_path)
+    for name in tiny_params["students"]["names"]:
+        pipeline.run_student(tiny_params, name, tmp_path)
+    pipeline.run_evaluate(tiny_params, tmp_path)
+    first = json.loads((tiny_run / "metrics" / "metrics.json").read_text())
+    second = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert first == second
+
+
+def test_tau_is_mean_clicked_training_duration(tiny_run):
+    prepared = Prepared.read(tiny_run / "artifacts" / "data")
+    imp = prepared.impressions
+    clicked_train = imp[(imp.split == 0) & (imp.click == 1)]
+    assert math.isclose(prepared.tau_seconds, float(clicked_train["duration"].mean()), rel_tol=1e-6)
+    tau = read_json(tiny_run / "metrics" / "tau.json")
+    assert tau["tau_seconds"] == pytest.approx(prepared.tau_seconds)
