@@ -29,6 +29,17 @@ study: setup data-folder
 kuairand: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m dmtl.realdata kuairand "$(KUAIRAND)"
 
+# The same tuning grid for every student (frozen stage; results committed under tuning/).
+tune: setup data-folder
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc unfreeze tune
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro tune; status=$$?; \
+	  PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc freeze tune; exit $$status
+	$(BIN)/python -m dmtl.tuning apply
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python -m dmtl.notebook notebooks/benchmarks.ipynb reports/benchmarks
+
 test: setup
 	$(BIN)/python -m pytest -q
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dmtl.io import read_json, write_json, write_parquet
-from dmtl.schema import DataError, FeedLog, check_feed_log
+from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +93,31 @@ def split_days(days: np.ndarray, val_days: int, test_days: int, source: str = "l
     return np.where(days >= test_start, 2, np.where(days >= val_start, 1, 0)).astype(np.int8)
 
 
-def choose_tau(duration: np.ndarray, click: np.ndarray, is_train: np.ndarray, rule: str | float) -> float:
+def choose_tau(
+    duration: np.ndarray, click: np.ndarray, is_train: np.ndarray, rule: str | float, source: str = "log"
+) -> float:
     """The long-read threshold tau in seconds.
 
     ``'mean'`` is the paper's rule (STUDY.md section 1): the mean duration of clicked impressions, computed
-    on the training split only so the test period never leaks into a label definition.
+    on the training split only so the test period never leaks into a label definition. A number is a fixed
+    threshold in seconds.
+
+    Raises:
+        ValueError: ``rule`` is neither ``'mean'`` nor a finite number >= 0.
+        DataError: ``'mean'`` with no clicked impression in the training split.
     """
     if rule == "mean":
         clicked = duration[(click == 1) & is_train]
         if clicked.size == 0:
             raise DataError(
-                "log", "click", "no clicked impression in the training split", "check the click column"
+                source,
+                "click",
+                "no clicked impression in the training split, so tau = mean clicked duration is undefined",
+                "check the click column, or give data.tau in seconds",
             )
         return float(clicked.mean())
+    if isinstance(rule, bool) or not isinstance(rule, int | float) or not np.isfinite(rule) or rule < 0:
+        raise ValueError(f"tau = {rule!r} is not valid; use 'mean' or a number of seconds >= 0")
     return float(rule)
 
 
@@ -131,10 +143,13 @@ def _encode_table(
     out[id_col] = codes
     cards.append(card)
     names = [id_col]
+    # A feature value carried only by users/items first seen after training (a new publisher, say) would
+    # get an embedding row no training step ever moves: it joins the OOV bucket 0 instead, like unseen ids.
+    in_train = table[id_col].isin(train_ids).to_numpy()
     for col in table.columns:
         if col == id_col:
             continue
-        codes, card = _encode_column(table[col])
+        codes, card = _encode_column(table[col], known=table[col].to_numpy()[in_train])
         out[col] = codes
         cards.append(card)
         names.append(col)
@@ -142,9 +157,27 @@ def _encode_table(
 
 
 def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | float = "mean") -> Prepared:
-    """Split ``feed`` by day, set the long-read label and encode every feature (vectorised)."""
-    check_feed_log(feed)
-    imp = feed.impressions.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
+    """Split ``feed`` by day, set the long-read label and encode every feature (vectorised).
+
+    Args:
+        feed: the log in the generic schema (any source).
+        val_days: days before the test period that validate (early stopping, tuning).
+        test_days: the last days of the log: the test period.
+        tau: ``'mean'`` (mean clicked training duration, the paper's rule) or seconds.
+
+    Returns:
+        The encoded impressions (sorted by day, then time), user and item tables, and the metadata.
+
+    Raises:
+        DataError: a missing or mistyped impression column, a broken schema invariant
+            (:func:`dmtl.schema.check_feed_log`), or a split left empty by the day counts.
+        ValueError: a bad ``tau``.
+    """
+    # Every source goes through the same checks here, the simulator included, so no loader can hand the
+    # models a log that breaks the schema.
+    imp = coerce_impressions(feed.impressions, feed.source)
+    check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
+    imp = imp.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
     day = imp["day"].to_numpy()
     split = split_days(day, val_days, test_days, feed.source)
     click = imp["click"].to_numpy().astype(np.int8)
@@ -155,7 +188,7 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
             raise DataError(
                 feed.source, "day", f"the {name} split is empty", "check data.val_days / data.test_days"
             )
-    tau_seconds = choose_tau(duration, click, is_train, tau)
+    tau_seconds = choose_tau(duration, click, is_train, tau, feed.source)
     long_read = ((click == 1) & (duration > tau_seconds)).astype(np.int8)
 
     users = feed.users.reset_index(drop=True)

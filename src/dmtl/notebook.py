@@ -9,6 +9,7 @@ left where DVC would take it for a finished stage.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +19,28 @@ from dmtl.io import atomic_path
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook cell raised; the message is that cell's error."""
+    """A notebook cell raised (or the notebook could not run); the message is that cell's error."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ARROW = re.compile(r"^-+>\s*(\d+)\s?(.*)$")
+
+
+def failing_line(traceback: list[str]) -> str | None:
+    """``line N: <source>`` of the failing cell from IPython's (coloured) traceback, if it shows one.
+
+    The cell's own frame (``Cell In[k], line N``) is used, not the innermost frame, so an error raised
+    deep inside ``dmtl`` still points at the notebook line that called it.
+    """
+    for frame in traceback:
+        text = _ANSI.sub("", frame)
+        if not text.lstrip().startswith("Cell In["):
+            continue
+        for line in text.splitlines():
+            m = _ARROW.match(line.strip())
+            if m:
+                return f"line {m.group(1)}: {m.group(2).strip()}"
+    return None
 
 
 def execute(
@@ -28,13 +50,28 @@ def execute(
     html: bool = True,
     kernel: str = "python3",
 ) -> Path:
-    """Execute ``notebook`` into ``out_stem``.ipynb (and .html); return the executed notebook's path."""
+    """Execute ``notebook`` into ``out_stem``.ipynb (and .html); return the executed notebook's path.
+
+    Args:
+        notebook: the notebook to run; its cell tagged ``parameters`` holds the defaults.
+        out_stem: output path without suffix.
+        parameters: values papermill injects after the ``parameters`` cell.
+        html: also render ``out_stem``.html.
+        kernel: the Jupyter kernel to run it with.
+
+    Raises:
+        NotebookFailed: a cell raised (the message is that cell's error, on one line) or the notebook could
+            not run. Nothing is then written at ``out_stem``; the partly executed notebook is kept as
+            ``out_stem``.FAILED.ipynb for reading.
+    """
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
 
     out_stem = Path(out_stem)
     out_nb = out_stem.with_suffix(".ipynb")
+    if not Path(notebook).is_file():
+        raise NotebookFailed(f"{notebook}: no such notebook")
     out_nb.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dmtl-nb-") as tmp:
         tmp_nb = Path(tmp) / out_nb.name
@@ -49,10 +86,15 @@ def execute(
                 cwd=None,
             )
         except pm.PapermillExecutionError as e:
+            where = failing_line(e.traceback)
             raise NotebookFailed(
-                f"{notebook}: cell {e.exec_count} failed with {e.ename}: {e.evalue}\n"
-                f"  (the partly executed notebook is kept at {_keep_failed(tmp_nb, out_stem)})"
+                f"{notebook}: cell In[{e.exec_count}]{f' ({where})' if where else ''} failed with "
+                f"{e.ename}: {_one_line(e.evalue)}{_kept(tmp_nb, out_stem)}"
             ) from None
+        except Exception as e:  # the kernel died, was not found, timed out: still one line, not a dump
+            raise NotebookFailed(
+                f"{notebook}: could not run: {type(e).__name__}: {_one_line(str(e))}{_kept(tmp_nb, out_stem)}"
+            ) from e
         nb = nbformat.read(tmp_nb, as_version=4)
         with atomic_path(out_nb) as t:
             nbformat.write(nb, t)
@@ -60,15 +102,28 @@ def execute(
             body, _ = HTMLExporter().from_notebook_node(nb)
             with atomic_path(out_stem.with_suffix(".html")) as t:
                 t.write_text(body, encoding="utf-8")
+    _failed_path(out_stem).unlink(missing_ok=True)  # an older failure no longer describes the outputs
     return out_nb
 
 
-def _keep_failed(tmp_nb: Path, out_stem: Path) -> Path:
-    """Keep the failed run for reading, under a name DVC does not track."""
-    failed = out_stem.parent / f"{out_stem.name}.FAILED.ipynb"
-    if tmp_nb.exists():
-        failed.write_bytes(tmp_nb.read_bytes())
-    return failed
+def _one_line(text: str, limit: int = 2000) -> str:
+    """The error on one line (the CLI prints exactly one ERROR line), cut if it is a wall of text."""
+    flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _failed_path(out_stem: Path) -> Path:
+    return out_stem.parent / f"{out_stem.name}.FAILED.ipynb"
+
+
+def _kept(tmp_nb: Path, out_stem: Path) -> str:
+    """Keep the failed run for reading, under a name DVC does not track; say where (or nothing)."""
+    if not tmp_nb.exists():
+        return ""
+    failed = _failed_path(out_stem)
+    with atomic_path(failed) as t:
+        t.write_bytes(tmp_nb.read_bytes())
+    return f" [the partly executed notebook is kept at {failed}]"
 
 
 def _parse_value(text: str) -> Any:
@@ -78,6 +133,7 @@ def _parse_value(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: exit status 0, or 1 with one ``ERROR`` line on stderr when the notebook fails."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook")
     ap.add_argument("out_stem", help="output path without suffix: writes .ipynb and .html")

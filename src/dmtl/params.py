@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 STUDENT_NAMES = ("ctr", "duration_regression", "weighted_lr", "ctcvr_hard", "dmtl")
 TEACHER_VARIANTS = ("shared_bottom", "no_esmm")
@@ -39,6 +38,9 @@ def _number(lo: float | None = None, hi: float | None = None, integer: bool = Fa
         if isinstance(value, bool) or not ok_type:
             kind = "an integer" if integer else "a number"
             raise ParamsError(f"{key} = {value!r} must be {kind}")
+        # NaN compares False with every bound, so without this a .nan in params.yaml would pass silently.
+        if not math.isfinite(value):
+            raise ParamsError(f"{key} = {value!r} must be a finite number")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ParamsError(f"{key} = {value!r} must lie in [{lo}, {hi}]")
 
@@ -55,12 +57,26 @@ def _str(key: str, value: Any) -> None:
         raise ParamsError(f"{key} = {value!r} must be a non-empty string")
 
 
-def _int_list(lo: int = 1, allow_empty: bool = False) -> Check:
+def _int_list(lo: int = 1, allow_empty: bool = False, unique: bool = False) -> Check:
     def check(key: str, value: Any) -> None:
         if not isinstance(value, list) or (not value and not allow_empty):
             raise ParamsError(f"{key} = {value!r} must be a list of integers")
         for i, v in enumerate(value):
             _number(lo, None, integer=True)(f"{key}[{i}]", v)
+        if unique and len(set(value)) != len(value):
+            # A repeated seed is the same run counted twice: it would narrow the interval over seeds
+            # (STUDY.md section 4) without adding evidence.
+            raise ParamsError(f"{key} = {value!r} repeats an entry; list each one once")
+
+    return check
+
+
+def _number_list(lo: float, hi: float, integer: bool = False) -> Check:
+    def check(key: str, value: Any) -> None:
+        if not isinstance(value, list) or not value:
+            raise ParamsError(f"{key} = {value!r} must be a non-empty list of numbers")
+        for i, v in enumerate(value):
+            _number(lo, hi, integer)(f"{key}[{i}]", v)
 
     return check
 
@@ -81,7 +97,10 @@ def _subset(*options: str, allow_empty: bool = True) -> Check:
 def _tau(key: str, value: Any) -> None:
     if value == "mean":
         return
-    _number(0.0, None)(key, value)
+    try:
+        _number(0.0, None)(key, value)
+    except ParamsError as e:
+        raise ParamsError(f"{e}; use 'mean' (mean clicked training duration) or seconds >= 0") from None
 
 
 def _mapping(key: str, value: Any) -> None:
@@ -89,8 +108,33 @@ def _mapping(key: str, value: Any) -> None:
         raise ParamsError(f"{key} = {value!r} must be a mapping")
 
 
-def _anything(key: str, value: Any) -> None:
-    return None
+def _columns(key: str, value: Any) -> None:
+    """The generic loader's column mapping: checked here so a typo stops the run before any work."""
+    from dmtl.generic import SCHEMA_COLUMNS
+
+    _mapping(key, value)
+    unknown = sorted(set(value) - set(SCHEMA_COLUMNS))
+    if unknown:
+        raise ParamsError(f"{key} has unknown schema column(s) {unknown}; valid keys: {list(SCHEMA_COLUMNS)}")
+    for name, column in value.items():
+        _str(f"{key}.{name}", column)
+
+
+def _devices(key: str, value: Any) -> None:
+    """What lightning.Trainer(devices=...) accepts: a count, -1 (all), 'auto', or device indices."""
+    if value == "auto" or value == -1:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return
+    if isinstance(value, list) and value:
+        _int_list(lo=0, unique=True)(key, value)
+        return
+    if isinstance(value, str) and value.replace(",", "").strip().isdigit():
+        return
+    raise ParamsError(
+        f"{key} = {value!r} is not valid; use a device count >= 1, -1 (all), 'auto', "
+        "a list of device indices such as [0, 1], or a string such as '0,1'"
+    )
 
 
 _STUDENT_COMMON = {
@@ -107,19 +151,18 @@ SPEC: dict[str, Any] = {
         "sim_seed": _number(0, None, True),
         "sim": _mapping,  # checked against the simulator's own knobs by dmtl.simulator.make_config
         "kuairand_logs": _subset("standard", "random", allow_empty=False),
-        "columns": _mapping,
+        "columns": _columns,
         "val_days": _number(1, None, True),
         "test_days": _number(1, None, True),
         "tau": _tau,
-        "min_user_impressions": _number(1, None, True),
     },
     "train": {
-        "seeds": _int_list(lo=0),
+        "seeds": _int_list(lo=0, unique=True),
         "batch_size": _number(1, None, True),
         "max_epochs": _number(1, None, True),
         "patience": _number(0, None, True),
         "accelerator": _choice("cpu", "gpu", "cuda", "mps", "auto"),
-        "devices": _anything,
+        "devices": _devices,
         "strategy": _choice("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "single_device"),
         "num_nodes": _number(1, None, True),
         "precision": _choice("32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
@@ -171,8 +214,16 @@ SPEC: dict[str, Any] = {
         "reference": _choice(*STUDENT_NAMES),
         "bait_min_impressions": _number(1, None, True),
     },
+    "tuning": {
+        "seed": _number(0, None, True),
+        "grid": {
+            "lr": _number_list(1e-6, 1.0),
+            "emb_dim": _number_list(1, 1024, integer=True),
+            "weight_decay": _number_list(0.0, 1.0),
+        },
+    },
     "sweeps": {
-        "seeds": _int_list(lo=0),
+        "seeds": _int_list(lo=0, unique=True),
         "students": _subset(*STUDENT_NAMES, allow_empty=False),
         "grid": _mapping,
     },
@@ -222,8 +273,16 @@ def validate(params: Mapping[str, Any], partial: bool = False, sweeps: bool = Tr
     if not sweeps:
         return
     for name, sweep in params["sweeps"]["grid"].items():
-        if not isinstance(sweep, dict) or set(sweep) != {"param", "values"} or not sweep["values"]:
-            raise ParamsError(f"sweeps.grid.{name} must be {{param: dotted.key, values: [...]}}")
+        if (
+            not isinstance(sweep, dict)
+            or set(sweep) != {"param", "values"}
+            or not isinstance(sweep["param"], str)
+            or not isinstance(sweep["values"], list)
+            or not sweep["values"]
+        ):
+            raise ParamsError(
+                f"sweeps.grid.{name} = {sweep!r} must be {{param: dotted.key, values: [a non-empty list]}}"
+            )
         for v in sweep["values"]:
             try:
                 validate(apply_overrides(params, {sweep["param"]: v}, check=False), sweeps=False)
@@ -256,6 +315,13 @@ def apply_overrides(
     return out
 
 
+def read_yaml(path: str | Path) -> Any:
+    """Read YAML 1.2 as DVC does (so ``1e-05`` is a number, as in ``dvc exp run -S``)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(Path(path).read_text())
+
+
 def load(
     path: str | Path = "params.yaml", overrides: Mapping[str, Any] | str | None = None
 ) -> dict[str, Any]:
@@ -268,9 +334,21 @@ def load(
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: parameters file not found")
-    params = yaml.safe_load(path.read_text()) or {}
+    from ruamel.yaml import YAMLError
+
+    try:
+        params = read_yaml(path) or {}
+    except YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: must be a mapping of the groups {sorted(SPEC)}")
     if isinstance(overrides, str):
-        overrides = json.loads(overrides) if overrides.strip() else {}
+        try:
+            overrides = json.loads(overrides) if overrides.strip() else {}
+        except json.JSONDecodeError as e:
+            raise ParamsError(f"overrides {overrides!r} are not valid JSON ({e})") from e
+    if not isinstance(overrides or {}, Mapping):
+        raise ParamsError(f"overrides {overrides!r} must be a mapping of dotted keys to values")
     try:
         return apply_overrides(params, overrides or {}, check=True)
     except ParamsError as e:

@@ -113,7 +113,21 @@ def coerce_impressions(df: pd.DataFrame, file: str | Path | None = None) -> pd.D
                 f"{int(values.isna().sum())} missing values",
                 f"fill or drop rows with missing '{col}'",
             )
-        out[col] = values.to_numpy().astype(dtype, copy=False)
+        array = values.to_numpy()
+        if np.dtype(dtype).kind == "i" and array.dtype.kind != "b":
+            # astype would truncate 1.5 to 1 and wrap 40000 into int16 silently: refuse instead.
+            info = np.iinfo(dtype)
+            as_float = array.astype(np.float64)
+            bad = (as_float != np.round(as_float)) | (as_float < info.min) | (as_float > info.max)
+            if bad.any():
+                raise DataError(
+                    file,
+                    col,
+                    f"{int(bad.sum())} values are not integers in [{info.min}, {info.max}], "
+                    f"e.g. {array[bad][:3].tolist()}",
+                    f"store '{col}' as whole numbers that fit {dtype}",
+                )
+        out[col] = array.astype(dtype, copy=False)
     return pd.DataFrame(out)
 
 

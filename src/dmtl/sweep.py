@@ -87,7 +87,32 @@ def point_overrides(params: Mapping[str, Any], param: str, value: Any) -> dict[s
     names = list(sw["students"])
     if params["eval"]["reference"] not in names:
         names.append(params["eval"]["reference"])
-    return {param: value, "train.seeds": list(sw["seeds"]), "students.names": names}
+    # Teacher variants are shown by the teacher stage; a sweep trains only the default teacher.
+    return {param: value, "train.seeds": list(sw["seeds"]), "students.names": names, "teacher.variants": []}
+
+
+def _get(tree: Mapping[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def reuse_main_run(
+    base: Mapping[str, Any], point: Mapping[str, Any], param: str, value: Any, base_root: Path
+) -> pd.DataFrame | None:
+    """The main run's per-seed table restricted to the sweep's students, when the point equals the main run."""
+    per_seed = Paths(base_root).metrics / "per_seed.parquet"
+    if _get(base, param) != value or not per_seed.exists():
+        return None
+    if list(point["train"]["seeds"]) != list(base["train"]["seeds"]):
+        return None
+    if not set(point["students"]["names"]) <= set(base["students"]["names"]) or param.startswith("teacher.variants"):
+        return None
+    table = pd.read_parquet(per_seed)
+    return table[table["model"].isin([*point["students"]["names"], "teacher"])].reset_index(drop=True)
 
 
 def run_sweep(
@@ -98,12 +123,13 @@ def run_sweep(
     params_file: str | Path = "params.yaml",
     base_root: str | Path = ".",
     use_papermill: bool = True,
+    extra_overrides: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Run one sweep and write ``results.csv`` and ``summary.png`` into ``out_dir``."""
     from dmtl.notebook import execute
     from dmtl.stats import mean_ci
 
-    base = P.load(params_file)
+    base = P.load(params_file, dict(extra_overrides or {}))
     start = first_stage(param)
     out_dir = Path(out_dir)
     runs = Path(runs_dir)
@@ -111,9 +137,15 @@ def run_sweep(
         shutil.rmtree(runs)  # a sweep always starts clean: no half-finished grid point is reused
     tables = []
     for value in values:
-        overrides = point_overrides(base, param, value)
-        P.apply_overrides(base, overrides)  # fail before any work on a bad value
+        overrides = {**(extra_overrides or {}), **point_overrides(base, param, value)}
+        point = P.apply_overrides(base, overrides)  # fail before any work on a bad value
         root = runs / _value_dir(value)
+        reused = reuse_main_run(base, point, param, value, Path(base_root))
+        if reused is not None:
+            # This grid point is the main run's configuration: its per-seed metrics are already computed
+            # (same params, same seeds, deterministic stages), so they are read, not recomputed.
+            tables.append(reused.assign(value=str(value)))
+            continue
         if use_papermill:
             execute(
                 Path(__file__).resolve().parents[2] / "notebooks" / "sweep_point.ipynb"

@@ -1,0 +1,203 @@
+"""params.yaml is validated before any work: unknown keys and bad values stop the run, listing the options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmtl import params as P
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def base() -> dict[str, Any]:
+    return P.load(REPO / "params.yaml")
+
+
+def test_params_yaml_itself_validates(base: dict[str, Any]) -> None:
+    P.validate(base)
+    assert set(base) == set(P.SPEC)
+    assert base["eval"]["reference"] in base["students"]["names"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # unknown keys: the message names the key and lists the valid ones at that level
+        ({"trian": {}}, r"unknown key\(s\) \['trian'\] in params.yaml; valid keys: \['data', 'eval'"),
+        ({"students.dmtl.los": "mse"}, r"\['students.dmtl.los'\] in students.dmtl; valid keys: \[.*'loss'"),
+        ({"train.epochs": 3}, r"\['train.epochs'\] in train; valid keys: \[.*'max_epochs'"),
+        ({"students.common.dropout": 0.1}, r"in students.common; valid keys: \['out_dim', 'score'"),
+        # bad choices: the options are listed
+        ({"data.source": "kandian"}, r"data.source = 'kandian' is not valid; choose one of \['simulated'"),
+        ({"students.dmtl.loss": "hinge"}, r"choose one of \['bce', 'mse', 'kl'\]"),
+        ({"teacher.backbone": "ple"}, r"choose one of \['mmoe', 'shared_bottom'\]"),
+        ({"students.names": ["ctr", "dssm"]}, r"unknown entries \['dssm'\]; choose from \['ctr'"),
+        ({"students.names": ["ctr", "ctr"]}, "repeats an entry"),
+        ({"teacher.variants": ["ple"]}, r"choose from \['shared_bottom', 'no_esmm'\]"),
+        # wrong types
+        ({"train.max_epochs": 2.0}, "train.max_epochs = 2.0 must be an integer"),
+        ({"train.max_epochs": "2"}, "must be an integer"),
+        ({"train.batch_size": True}, "must be an integer"),
+        ({"teacher.lr": "fast"}, "teacher.lr = 'fast' must be a number"),
+        ({"teacher.esmm": "yes"}, "teacher.esmm = 'yes' must be true or false"),
+        ({"teacher.expert_dims": 64}, "must be a list of integers"),
+        ({"teacher": 3}, r"teacher must be a mapping with keys \['backbone'"),
+        ({"data.sim": [1]}, "data.sim = .* must be a mapping"),
+        # out-of-range and non-finite numbers (NaN passes every < / > comparison)
+        ({"teacher.lr": 0.0}, r"teacher.lr = 0.0 must lie in \[1e-06, 1.0\]"),
+        ({"teacher.lr": float("nan")}, "teacher.lr = nan must be a finite number"),
+        ({"teacher.w_ctr": float("inf")}, "must be a finite number"),
+        ({"data.tau": float("nan")}, "data.tau = nan must be a finite number"),
+        ({"data.tau": -5}, r"data.tau = -5 must lie in \[0.0, None\]"),
+        ({"data.tau": "median"}, "must be a number; use 'mean' .* or seconds >= 0"),
+        ({"eval.ci_level": 1.0}, r"must lie in \[0.5, 0.999\]"),
+        ({"eval.ks": [50, 0]}, r"eval.ks\[1\] = 0 must lie in \[1, None\]"),
+        # a repeated seed is one run counted twice: it would narrow every interval
+        ({"train.seeds": [0, 0, 1]}, r"train.seeds = \[0, 0, 1\] repeats an entry"),
+        ({"sweeps.seeds": [1, 1]}, "repeats an entry"),
+        ({"train.seeds": []}, "must be a list of integers"),
+        # Lightning's devices
+        ({"train.devices": "banana"}, r"train.devices = 'banana' is not valid; use a device count"),
+        ({"train.devices": 0}, "is not valid"),
+        # the generic loader's column mapping, checked before any data is read
+        ({"data.columns": {"clicks": "clicked"}}, r"unknown schema column\(s\) \['clicks'\]; valid keys"),
+        ({"data.columns": {"click": 3}}, "data.columns.click = 3 must be a non-empty string"),
+    ],
+)
+def test_bad_params_stop_with_the_options(base: dict[str, Any], overrides: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError, match=message):
+        P.apply_overrides(base, overrides)
+
+
+@pytest.mark.parametrize("devices", [1, 4, -1, "auto", [0, 1], "0,1", "2"], ids=lambda d: f"devices={d!r}")
+def test_lightning_device_forms_are_accepted(base: dict[str, Any], devices: Any) -> None:
+    assert P.apply_overrides(base, {"train.devices": devices})["train"]["devices"] == devices
+
+
+def test_missing_key_is_named(base: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(base))
+    del broken["teacher"]["n_experts"]
+    with pytest.raises(P.ParamsError, match=r"missing key\(s\) \['teacher.n_experts'\]"):
+        P.validate(broken)
+
+
+def test_p_ctr_x_duration_needs_the_duration_head(base: dict[str, Any]) -> None:
+    with pytest.raises(P.ParamsError, match="set teacher.w_duration > 0"):
+        P.apply_overrides(base, {"students.dmtl.target": "p_ctr_x_duration", "teacher.w_duration": 0.0})
+    ok = P.apply_overrides(base, {"students.dmtl.target": "p_ctr_x_duration", "teacher.w_duration": 0.5})
+    assert ok["teacher"]["w_duration"] == 0.5
+
+
+def test_eval_reference_must_be_a_trained_student(base: dict[str, Any]) -> None:
+    with pytest.raises(P.ParamsError, match="eval.reference = 'dmtl' must be one of students.names"):
+        P.apply_overrides(base, {"students.names": ["ctr", "weighted_lr"]})
+    ok = P.apply_overrides(base, {"students.names": ["ctr", "dmtl"]})
+    assert ok["students"]["names"] == ["ctr", "dmtl"]
+
+
+def test_bad_simulator_override_lists_the_knobs(base: dict[str, Any]) -> None:
+    with pytest.raises(
+        P.ParamsError, match=r"data.sim: unknown simulator knob.*valid: \[.*'clickbait_share'"
+    ):
+        P.apply_overrides(base, {"data.sim.clickbait_shares": 0.2})
+    with pytest.raises(P.ParamsError, match=r"data.sim: .*clickbait_share must lie in \[0, 1\]"):
+        P.apply_overrides(base, {"data.sim.clickbait_share": 1.5})
+    with pytest.raises(P.ParamsError, match="data.preset = 'huge' is not valid"):
+        P.apply_overrides(base, {"data.preset": "huge"})
+
+
+def test_simulator_knobs_are_checked_only_for_the_simulated_source(base: dict[str, Any]) -> None:
+    # data.sim is ignored for real data, so a real-data run is not stopped by it...
+    real = P.apply_overrides(base, {"data.source": "generic", "data.sim": {"clickbait_shares": 0.2}})
+    assert real["data"]["source"] == "generic"
+    # ...but it is checked as soon as the source is the simulator again.
+    with pytest.raises(P.ParamsError, match="unknown simulator knob"):
+        P.apply_overrides(real, {"data.source": "simulated"})
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            {"x": {"param": "students.dmtl.loss", "values": ["bce", "hinge"]}},
+            r"sweeps.grid.x: .*'hinge'.*bce",
+        ),
+        ({"x": {"param": "students.dmtl.los", "values": ["bce"]}}, r"sweeps.grid.x: unknown key.*dmtl.los"),
+        ({"x": {"param": "teacher.lr.x", "values": [1]}}, r"sweeps.grid.x: .*'lr' is not a group"),
+        ({"x": {"param": "data.sim.clickbait_share", "values": [0.1, 2.0]}}, r"sweeps.grid.x: data.sim"),
+        ({"x": {"param": "train.seeds", "values": [[0, 0]]}}, "sweeps.grid.x: .*repeats an entry"),
+        # a string is not a list of values: it would otherwise be swept one character at a time
+        ({"x": {"param": "students.dmtl.loss", "values": "bce"}}, r"values: \[a non-empty list\]"),
+        ({"x": {"param": "students.dmtl.loss", "values": []}}, "non-empty list"),
+        ({"x": {"param": "students.dmtl.loss"}}, "must be {param: dotted.key"),
+        ({"x": {"param": "students.dmtl.loss", "values": ["bce"], "seeds": [0]}}, "must be {param"),
+    ],
+)
+def test_bad_sweep_values_fail_before_any_run(base: dict[str, Any], grid: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError, match=message):
+        P.apply_overrides(base, {"sweeps.grid": grid})
+
+
+def test_every_sweep_value_of_params_yaml_validates(base: dict[str, Any]) -> None:
+    for sweep in base["sweeps"]["grid"].values():
+        for value in sweep["values"]:
+            assert P.apply_overrides(base, {sweep["param"]: value}) is not None
+
+
+def test_json_string_overrides_as_papermill_passes_them(tmp_path: Path) -> None:
+    text = json.dumps({"train.max_epochs": 2, "students.dmtl.loss": "kl", "data.sim.clickbait_share": 0.3})
+    params = P.load(REPO / "params.yaml", text)
+    assert params["train"]["max_epochs"] == 2
+    assert params["students"]["dmtl"]["loss"] == "kl"
+    assert params["data"]["sim"] == {"clickbait_share": 0.3}
+    assert P.load(REPO / "params.yaml", "  ") == P.load(REPO / "params.yaml")
+    with pytest.raises(P.ParamsError, match="are not valid JSON"):
+        P.load(REPO / "params.yaml", "{train.max_epochs: 2}")
+    with pytest.raises(P.ParamsError, match="must be a mapping of dotted keys"):
+        P.load(REPO / "params.yaml", "[1, 2]")
+    with pytest.raises(P.ParamsError, match="params.yaml: .*students.dmtl.loss = 'hinge'"):
+        P.load(REPO / "params.yaml", json.dumps({"students.dmtl.loss": "hinge"}))
+
+
+def test_overrides_do_not_touch_the_base(base: dict[str, Any]) -> None:
+    before = json.dumps(base, sort_keys=True)
+    P.apply_overrides(base, {"train.max_epochs": 1, "data.sim.clickbait_share": 0.3})
+    assert json.dumps(base, sort_keys=True) == before
+
+
+def test_dotted_overrides_create_keys_only_where_allowed(base: dict[str, Any]) -> None:
+    # data.sim is free-form (the simulator checks its own knobs): a new knob may be created there.
+    out = P.apply_overrides(base, {"data.sim.clickbait_share": 0.3})
+    assert out["data"]["sim"] == {"clickbait_share": 0.3}
+    # A new leaf elsewhere is an unknown key...
+    with pytest.raises(P.ParamsError, match=r"unknown key\(s\) \['teacher.n_expert'\]"):
+        P.apply_overrides(base, {"teacher.n_expert": 8})
+    # ...and no intermediate group is ever created, nor is a value walked into.
+    with pytest.raises(P.ParamsError, match="unknown parameter 'tuner.lr': no key 'tuner'"):
+        P.apply_overrides(base, {"tuner.lr": 0.1})
+    with pytest.raises(P.ParamsError, match="no key 'knobs'"):
+        P.apply_overrides(base, {"data.sim.knobs.clickbait_share": 0.3})
+    with pytest.raises(P.ParamsError, match="'lr' is not a group"):
+        P.apply_overrides(base, {"teacher.lr.value": 0.1})
+
+
+def test_bad_params_file(tmp_path: Path) -> None:
+    with pytest.raises(P.ParamsError, match="parameters file not found"):
+        P.load(tmp_path / "absent.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- data\n- train\n")
+    with pytest.raises(P.ParamsError, match=r"must be a mapping of the groups \['data'"):
+        P.load(listed)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: {source: simulated\n")
+    with pytest.raises(P.ParamsError, match="not valid YAML"):
+        P.load(broken)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((REPO / "params.yaml").read_text().replace("  max_epochs:", "  max_epoch:"))
+    with pytest.raises(P.ParamsError, match=r"typo.yaml: unknown key\(s\) \['train.max_epoch'\]"):
+        P.load(typo)
