@@ -121,9 +121,9 @@ def test_stage_notebook_with_a_bad_param_fails_before_any_work(tmp_path: Path) -
 
 
 def test_multi_line_error_is_flattened_to_one_line(tmp_path: Path) -> None:
-    nb = write_notebook(tmp_path / "multi.ipynb", 'raise KeyError("first line\\nsecond line")')
+    nb = write_notebook(tmp_path / "multi.ipynb", 'raise ValueError("first line\\nsecond line")')
     with pytest.raises(NotebookFailed) as err:
         execute(nb, tmp_path / "multi", html=False)
     message = str(err.value)
-    assert "\n" not in message and "KeyError" in message
+    assert "\n" not in message and "ValueError: first line second line" in message
     assert "first line" in message and "second line" in message

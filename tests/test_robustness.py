@@ -131,7 +131,13 @@ def inject(monkeypatch: pytest.MonkeyPatch, crash: Crash) -> None:
     """Make every ``fit`` of the stages run with the crash callback (they import ``fit`` when called)."""
     real_fit = training.fit
 
-    def fit_with_crash(module, data, train, seed, extra_callbacks=None):  # noqa: ANN001, ANN202
+    def fit_with_crash(
+        module: L.LightningModule,
+        data: Any,
+        train: dict[str, Any],
+        seed: int,
+        extra_callbacks: list[Callback] | None = None,
+    ) -> pd.DataFrame:
         return real_fit(module, data, train, seed, [*(extra_callbacks or []), crash])
 
     monkeypatch.setattr(training, "fit", fit_with_crash)
@@ -282,7 +288,7 @@ def test_atomic_path_keeps_the_old_file_when_the_block_raises(tmp_path: Path) ->
 def test_atomic_path_creates_nothing_when_the_first_write_fails(tmp_path: Path) -> None:
     target = tmp_path / "predictions.parquet"
     bad = pd.DataFrame({"p_ctr": [0.1, object()]})  # pyarrow cannot store this column
-    with pytest.raises(Exception):  # noqa: B017, PT011  (pyarrow's own error type)
+    with pytest.raises(ValueError, match="Could not convert"):  # pyarrow.ArrowInvalid
         write_parquet(bad, target)
     assert list(tmp_path.iterdir()) == []
 

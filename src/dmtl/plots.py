@@ -129,30 +129,49 @@ def sweep_summary(
 
 
 def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = None) -> plt.Figure:
-    """Clicked-duration histogram with tau, CTR by position, and clickbait against the rest (simulated)."""
+    """The feed at a glance (training days): clicked durations with tau, item CTRs, position, clickbait.
+
+    Panels: duration of clicked impressions with tau; distribution of item CTR (items with at least 20
+    impressions; split by the clickbait flag on simulated data); CTR by feed position when the source
+    records positions; and, on simulated data, clickbait against the rest on CTR and long read given click.
+    """
     imp = prepared.impressions
     train = imp[imp["split"] == 0]
     clicked = train[train["click"] == 1]
     tau = prepared.tau_seconds
-    n = 3 if oracle is not None else 2
-    fig, axes = plt.subplots(1, n, figsize=(5 * n, 3.6))
+    has_position = bool((train["position"] >= 0).any())
+    bait = None
+    if oracle is not None:
+        raw = prepared.items["raw_item_id"].to_numpy()
+        bait = oracle.items.set_index("item_id").loc[raw, "is_clickbait"].to_numpy().astype(bool)
+    n = 2 + int(has_position) + int(bait is not None)
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6))
     cap = float(np.quantile(clicked["duration"], 0.99)) if len(clicked) else 1.0
     axes[0].hist(clicked["duration"].clip(upper=cap), bins=60, color="#1f77b4")
     axes[0].axvline(tau, color="#d62728", ls="--", label=f"tau = {tau:.0f} s")
     axes[0].set_xlabel("duration of clicked impressions (s, clipped at p99)")
     axes[0].legend()
-    pos = train[train["position"] >= 0]
-    if len(pos):
-        by_pos = pos.groupby(pos["position"].clip(upper=19))["click"].mean()
-        axes[1].plot(by_pos.index, by_pos.values, marker="o")
-        axes[1].set_xlabel("feed position (19 = 19+)")
-        axes[1].set_ylabel("CTR")
+    per_item = train.groupby("item_idx").agg(n=("click", "size"), ctr=("click", "mean"))
+    per_item = per_item[per_item["n"] >= 20]
+    if bait is not None:
+        flag = bait[per_item.index.to_numpy()]
+        axes[1].hist([per_item["ctr"][~flag], per_item["ctr"][flag]], bins=40, stacked=True,
+                     label=["rest", "clickbait"], color=["#1f77b4", "#d62728"])
+        axes[1].legend()
     else:
-        axes[1].text(0.5, 0.5, "no position recorded", ha="center")
-    axes[1].set_title("position effect")
-    if oracle is not None:
-        raw = prepared.items["raw_item_id"].to_numpy()
-        bait = oracle.items.set_index("item_id").loc[raw, "is_clickbait"].to_numpy().astype(bool)
+        axes[1].hist(per_item["ctr"], bins=40, color="#1f77b4")
+    axes[1].set_xlabel("item CTR (items with >= 20 training impressions)")
+    axes[1].set_title(f"overall CTR {train['click'].mean():.3f}")
+    col = 2
+    if has_position:
+        pos = train[train["position"] >= 0]
+        by_pos = pos.groupby(pos["position"].clip(upper=19))["click"].mean()
+        axes[col].plot(by_pos.index, by_pos.values, marker="o")
+        axes[col].set_xlabel("feed position (19 = 19+)")
+        axes[col].set_ylabel("CTR")
+        axes[col].set_title("position effect")
+        col += 1
+    if bait is not None:
         is_bait = bait[train["item_idx"].to_numpy()]
         stats = pd.DataFrame(
             {
@@ -161,12 +180,10 @@ def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = N
                 "long_read": train["long_read"].to_numpy(),
             }
         )
-        g = stats.groupby("group").agg(
-            ctr=("click", "mean"), long_read=("long_read", "sum"), clicks=("click", "sum")
-        )
+        g = stats.groupby("group").agg(ctr=("click", "mean"), long_read=("long_read", "sum"), clicks=("click", "sum"))
         g["long_read_given_click"] = g["long_read"] / g["clicks"]
-        g[["ctr", "long_read_given_click"]].T.plot.bar(ax=axes[2], rot=0)
-        axes[2].set_title("clickbait vs rest (training days)")
+        g[["ctr", "long_read_given_click"]].T.plot.bar(ax=axes[col], rot=0, color=["#d62728", "#1f77b4"])
+        axes[col].set_title("clickbait vs rest")
     fig.tight_layout()
     return save(fig, path)
 
