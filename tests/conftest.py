@@ -14,6 +14,7 @@ TINY = {
     "train.seeds": [0, 1],
     "train.max_epochs": 3,
     "train.batch_size": 512,
+    "train.threads": 1,  # tests share 2 cores with other processes: one thread avoids oversubscription
     "teacher.variants": ["no_esmm"],
     "teacher.variant_seeds": 1,
     "sweeps.seeds": [0, 1],

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.timeout(1500)
 
 def _dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True
+    )
 
 
 def _tiny_params() -> dict:
@@ -91,4 +93,6 @@ def test_changing_one_student_reruns_only_what_depends_on_it(tiny_repo):
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     ran = {line.split("'")[1] for line in rerun.stdout.splitlines() if line.startswith("Running stage")}
     assert {"student@ctr", "evaluate", "report"} <= ran
-    assert not {"prepare", "teacher", "student@dmtl", "student@duration_regression", "student@weighted_lr"} & ran
+    assert (
+        not {"prepare", "teacher", "student@dmtl", "student@duration_regression", "student@weighted_lr"} & ran
+    )

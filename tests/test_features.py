@@ -243,3 +243,12 @@ def test_feature_tables_must_cover_the_log_once(tables: dict, column: str, in_me
     with pytest.raises(DataError, match=in_message) as err:
         prepare(make_feed(**tables))
     assert err.value.column == column
+
+
+def test_duplicate_impressions_raise_data_error() -> None:
+    with pytest.raises(DataError, match="1 impressions repeat an earlier") as err:
+        prepare(make_feed([*ROWS, ROWS[2]]))
+    assert err.value.column == "user_id, item_id, time"
+    # The same user and item at another time is a new impression, not a duplicate.
+    again = (*ROWS[2][:3], ROWS[2][3] + 1, *ROWS[2][4:])
+    assert prepare(make_feed([*ROWS, again])).meta["n_impressions"]["train"] == 6

@@ -29,6 +29,8 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_feature_embedding_offsets_and_lookup() -> None:
     torch.manual_seed(0)
     emb = FeatureEmbedding([3, 4, 2], dim=5)
+    with torch.no_grad():  # distinct rows everywhere (OOV rows start at zero), so lookups can be told apart
+        emb.embedding.weight.copy_(torch.arange(45, dtype=torch.float32).view(9, 5))
     x = torch.tensor([[0, 0, 0], [2, 3, 1]])
     out = emb(x)
     assert out.shape == (2, 15)
@@ -219,3 +221,12 @@ def test_two_tower_validation() -> None:
         make_two_tower(score="l2")
     with pytest.raises(ValueError, match="temperature"):
         make_two_tower(score="cosine", temperature=0.0)
+
+
+def test_oov_rows_start_at_zero():
+    from dmtl.models.layers import FeatureEmbedding
+
+    emb = FeatureEmbedding([5, 3, 4], dim=6)
+    out = emb(torch.zeros((2, 3), dtype=torch.long))
+    assert torch.count_nonzero(out) == 0
+    assert torch.count_nonzero(emb(torch.ones((2, 3), dtype=torch.long))) > 0

@@ -1,6 +1,6 @@
 """From a :class:`~dmtl.schema.FeedLog` to model-ready integer features, split by time.
 
-The split is by day (STUDY.md section 4: no random row split): the last ``test_days`` days are the test
+The split is by day (docs/protocol.md section 4: no random row split): the last ``test_days`` days are the test
 period, the ``val_days`` before them validate (early stopping, tuning), the rest train. Every categorical
 feature is encoded to ``0..n``, with 0 the out-of-vocabulary bucket: ids unseen in training map to 0, so a
 test user or item the models never trained on gets the shared OOV embedding instead of a random row.
@@ -98,7 +98,7 @@ def choose_tau(
 ) -> float:
     """The long-read threshold tau in seconds.
 
-    ``'mean'`` is the paper's rule (STUDY.md section 1): the mean duration of clicked impressions, computed
+    ``'mean'`` is the paper's rule (docs/protocol.md section 1): the mean duration of clicked impressions, computed
     on the training split only so the test period never leaks into a label definition. A number is a fixed
     threshold in seconds.
 
@@ -170,13 +170,24 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
 
     Raises:
         DataError: a missing or mistyped impression column, a broken schema invariant
-            (:func:`dmtl.schema.check_feed_log`), or a split left empty by the day counts.
+            (:func:`dmtl.schema.check_feed_log`), a repeated (user, item, time) impression, or a split left
+            empty by the day counts.
         ValueError: a bad ``tau``.
     """
     # Every source goes through the same checks here, the simulator included, so no loader can hand the
     # models a log that breaks the schema.
     imp = coerce_impressions(feed.impressions, feed.source)
     check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
+    key = ["user_id", "item_id", "time"]
+    repeated = imp.duplicated(key)
+    if repeated.any():
+        # One impression counted twice would weigh twice in training and in every test metric.
+        raise DataError(
+            feed.source,
+            ", ".join(key),
+            f"{int(repeated.sum())} impressions repeat an earlier (user_id, item_id, time)",
+            "drop the duplicates (the real-data loaders keep the first: docs/data_formats.md policies 3-4)",
+        )
     imp = imp.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
     day = imp["day"].to_numpy()
     split = split_days(day, val_days, test_days, feed.source)

@@ -204,7 +204,7 @@ def to_durations(seconds: np.ndarray, click: np.ndarray, file: Path, column: str
     """Validate durations in seconds against clicks; return them with missing non-click durations set to 0.
 
     Policy (docs/data_formats.md): a missing duration on a non-clicked impression is 0, because a non-click
-    has no reading time by definition (STUDY.md section 1, challenge 1); a missing duration on a click is an
+    has no reading time by definition (docs/protocol.md section 1, challenge 1); a missing duration on a click is an
     error, because any value filled in would be a made-up reading time. Negative and infinite durations are
     errors.
 
@@ -468,7 +468,7 @@ def finalize_feed_log(
 
     In order (docs/data_formats.md): rows identical in every column read are dropped; rows repeating an
     earlier (user_id, item_id, time) are dropped, the first kept; rows are sorted by time (stable);
-    durations on non-clicked impressions are set to 0 (STUDY.md section 6: KuaiRand records play time on
+    durations on non-clicked impressions are set to 0 (docs/protocol.md section 6: KuaiRand records play time on
     impressions it does not count as clicks); clicks with zero duration are kept as clicks that were not
     long reads. ``day`` counts calendar days from the first date present, ``time`` whole seconds from the
     first impression. Each count goes to ``meta["policy_counts"]`` and to the log; ``meta["as_read"]``

@@ -1,4 +1,4 @@
-"""Loader for the official KuaiRand files (Pure, 1K, 27K) into the study's generic schema (STUDY.md section 6).
+"""Loader for the official KuaiRand files (Pure, 1K, 27K) into the study's generic schema (docs/protocol.md section 6).
 
 KuaiRand (Gao et al., CIKM 2022; Zenodo record 10439422; CC BY-SA 4.0) logs Kuaishou short-video
 impressions with ``is_click`` and ``play_time_ms``: the closest public stand-in for the paper's Kandian logs.

@@ -6,8 +6,8 @@ numeric dtype; they are cast to the logits' dtype. Every per-impression tensor m
 ``(B,)``: a ``(B, 1)`` label against ``(B,)`` logits would broadcast to ``(B, B)`` and train on nonsense, so
 it is an error.
 
-Competitor definitions: STUDY.md section 3; the open choices (distillation target, loss, hard-label weight,
-training regime): STUDY.md section 2.
+Competitor definitions: docs/protocol.md section 3; the open choices (distillation target, loss, hard-label weight,
+training regime): docs/protocol.md section 2.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def teacher_loss(
     w_duration: float = 0.0,
     duration: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The teacher's multi-task loss (STUDY.md section 1, "Teacher"; section 2 for the variants).
+    """The teacher's multi-task loss (docs/protocol.md section 1, "Teacher"; section 2 for the variants).
 
     ESMM (default): ``w_ctr * BCE(y_c, p_ctr) + w_ctcvr * BCE(y_c * y_d, p_ctcvr)``, both means over all
     impressions; ``p_cvr`` gets no direct loss. Without ESMM: ``w_ctr * BCE(y_c, p_ctr) + w_ctcvr *
@@ -135,7 +135,7 @@ def bernoulli_kl_with_logits(logit_q: Tensor, logit_p: Tensor) -> Tensor:
 def distillation_loss(
     logit: Tensor, soft_label: Tensor, loss: str = "bce", temperature: float = 1.0
 ) -> Tensor:
-    """Mean distillation loss of student logits against the teacher's soft labels (STUDY.md section 2).
+    """Mean distillation loss of student logits against the teacher's soft labels (docs/protocol.md section 2).
 
     ``bce``: BCE with soft targets. ``mse``: ``mean((sigmoid(logit) - soft_label)^2)``. ``kl``: ``T^2 *
     KL(Bern(sigmoid(logit_t / T)) || Bern(sigmoid(logit / T)))`` with ``logit_t`` the logit of the clamped
@@ -174,7 +174,7 @@ def student_loss(
     hard_weight: float = 0.0,
     duration_scale: float = 1.0,
 ) -> Tensor:
-    """The loss of one two-tower student, chosen by its training target (STUDY.md section 3).
+    """The loss of one two-tower student, chosen by its training target (docs/protocol.md section 3).
 
     - ``ctr``: ``BCE(y_c, sigmoid(logit))``.
     - ``duration_regression``: ``MSE(logit, log1p(duration))``, non-clicks at duration 0 (the "common

@@ -1,4 +1,4 @@
-"""Ranking and retrieval metrics of the study (STUDY.md section 4), each implemented once.
+"""Ranking and retrieval metrics of the study (docs/protocol.md section 4), each implemented once.
 
 Ranking metrics score test impressions: ``auc`` (Mann-Whitney, ties counted half) and ``gauc``
 (impression-weighted mean of per-user AUC over users with both classes), combined by
@@ -185,7 +185,7 @@ def gauc(
     """Group AUC: impression-weighted mean of per-group AUC over groups that have both classes.
 
     Groups with a single class have no AUC and are left out of both numerator and weights
-    (STUDY.md section 4, ``gauc_*``).
+    (docs/protocol.md section 4, ``gauc_*``).
 
     Args:
         labels: 0/1 labels, shape ``(n,)``.
@@ -208,7 +208,7 @@ def ranking_metrics(
     long_read: np.ndarray | Sequence,
     user: np.ndarray | Sequence,
 ) -> dict[str, float]:
-    """The six ranking metrics of STUDY.md section 4 for one model on test impressions.
+    """The six ranking metrics of docs/protocol.md section 4 for one model on test impressions.
 
     Args:
         score: the model's score per impression (any monotone transform gives the same numbers).
@@ -312,7 +312,7 @@ def oracle_read_time_at_k(
 ) -> dict[int, float] | dict[int, np.ndarray]:
     """Simulator only: expected reading time of the top K over that of the best possible top K.
 
-    STUDY.md section 4: uses the oracle's ground truth, never the logged data. A value of 1 means the list
+    docs/protocol.md section 4: uses the oracle's ground truth, never the logged data. A value of 1 means the list
     holds the K items of highest expected reading time for that user.
 
     Args:
@@ -401,7 +401,7 @@ def real_bait_items(
     *,
     n_items: int | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Real-data clickbait proxy of STUDY.md section 4, from *training* impressions only.
+    """Real-data clickbait proxy of docs/protocol.md section 4, from *training* impressions only.
 
     An item is bait when, among items with at least ``min_impressions`` training impressions and at least
     one click, its CTR is in the top quartile (>= the 75th percentile) and its long-read rate among clicks

@@ -65,7 +65,7 @@ def _int_list(lo: int = 1, allow_empty: bool = False, unique: bool = False) -> C
             _number(lo, None, integer=True)(f"{key}[{i}]", v)
         if unique and len(set(value)) != len(value):
             # A repeated seed is the same run counted twice: it would narrow the interval over seeds
-            # (STUDY.md section 4) without adding evidence.
+            # (docs/protocol.md section 4) without adding evidence.
             raise ParamsError(f"{key} = {value!r} repeats an entry; list each one once")
 
     return check

@@ -223,6 +223,8 @@ def run_student(params: Mapping[str, Any], name: str, root: str | Path = ".") ->
         tower_embeddings,
     )
 
+    if name not in params["students"]["names"]:
+        raise ValueError(f"unknown student {name!r}; students.names has {params['students']['names']}")
     paths = Paths(root)
     prepared = Prepared.read(paths.data)
     common, hp, train = params["students"]["common"], params["students"][name], params["train"]
@@ -318,7 +320,7 @@ def student_scores(
 
 
 def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str, Any]:
-    """Every metric of STUDY.md section 4 for every model and seed; summaries with intervals."""
+    """Every metric of docs/protocol.md section 4 for every model and seed; summaries with intervals."""
     from dmtl import retrieval as R
     from dmtl.stats import summarise
 

@@ -155,8 +155,13 @@ def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = N
     per_item = per_item[per_item["n"] >= 20]
     if bait is not None:
         flag = bait[per_item.index.to_numpy()]
-        axes[1].hist([per_item["ctr"][~flag], per_item["ctr"][flag]], bins=40, stacked=True,
-                     label=["rest", "clickbait"], color=["#1f77b4", "#d62728"])
+        axes[1].hist(
+            [per_item["ctr"][~flag], per_item["ctr"][flag]],
+            bins=40,
+            stacked=True,
+            label=["rest", "clickbait"],
+            color=["#1f77b4", "#d62728"],
+        )
         axes[1].legend()
     else:
         axes[1].hist(per_item["ctr"], bins=40, color="#1f77b4")
@@ -180,7 +185,9 @@ def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = N
                 "long_read": train["long_read"].to_numpy(),
             }
         )
-        g = stats.groupby("group").agg(ctr=("click", "mean"), long_read=("long_read", "sum"), clicks=("click", "sum"))
+        g = stats.groupby("group").agg(
+            ctr=("click", "mean"), long_read=("long_read", "sum"), clicks=("click", "sum")
+        )
         g["long_read_given_click"] = g["long_read"] / g["clicks"]
         g[["ctr", "long_read_given_click"]].T.plot.bar(ax=axes[col], rot=0, color=["#d62728", "#1f77b4"])
         axes[col].set_title("clickbait vs rest")

@@ -18,7 +18,9 @@ from dmtl import params as P
 from dmtl.notebook import NotebookFailed, execute
 
 
-def run_study(root: str | Path, overrides: dict[str, Any], params_file: str = "params.yaml", sweeps: bool = False) -> Path:
+def run_study(
+    root: str | Path, overrides: dict[str, Any], params_file: str = "params.yaml", sweeps: bool = False
+) -> Path:
     """Execute the study's notebooks in order into ``root``; return the rendered report's path."""
     root = Path(root)
     params = P.load(params_file, overrides)  # validate before any work
@@ -35,8 +37,15 @@ def run_study(root: str | Path, overrides: dict[str, Any], params_file: str = "p
         for name, spec in params["sweeps"]["grid"].items():
             if spec["param"].startswith("data.sim") and params["data"]["source"] != "simulated":
                 continue
-            run_sweep(spec["param"], spec["values"], root / "sweeps" / name, root / "artifacts" / "sweeps" / name,
-                      params_file, base_root=root, extra_overrides=overrides)
+            run_sweep(
+                spec["param"],
+                spec["values"],
+                root / "sweeps" / name,
+                root / "artifacts" / "sweeps" / name,
+                params_file,
+                base_root=root,
+                extra_overrides=overrides,
+            )
     return execute("notebooks/05_report.ipynb", reports / "05_report", common)
 
 
@@ -45,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("source", choices=["kuairand", "generic"])
     ap.add_argument("path", help="directory of the log files")
     ap.add_argument("--out", help="output folder (default results/<source>)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides, e.g. train.seeds=[0,1,2]")
+    ap.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides, e.g. train.seeds=[0,1,2]"
+    )
     ap.add_argument("--params-file", default="params.yaml")
     ap.add_argument("--sweeps", action="store_true", help="also run the sweeps of params.yaml (slow)")
     args = ap.parse_args(argv)

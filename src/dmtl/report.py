@@ -189,7 +189,7 @@ def limitations_text(summary: Mapping[str, Any]) -> str:
         "retrieval metrics on logged data inherit the logging policy's exposure bias (items never shown cannot be "
         "counted as positives).",
         "- **Unknown details.** The paper's tables, data size, hyper-parameters and exact distillation loss are not "
-        "public; the defaults here are this study's choices (STUDY.md §2), and the sweeps show how much they matter.",
+        "public; the defaults here are this study's choices (docs/protocol.md §2), and the sweeps show how much they matter.",
     ]
     if simulated:
         items.append(

@@ -1,4 +1,4 @@
-"""Full-corpus top-K retrieval with faiss (STUDY.md section 4, retrieval metrics).
+"""Full-corpus top-K retrieval with faiss (docs/protocol.md section 4, retrieval metrics).
 
 Exact inner-product search (``IndexFlatIP``) is the reference every retrieval metric is computed on. An
 approximate index (IVF-Flat or HNSW) is built beside it and its own recall against exact search is

@@ -1,4 +1,4 @@
-"""A simulated Kandian-like news feed: the study's default data (STUDY.md section 5).
+"""A simulated Kandian-like news feed: the study's default data (docs/protocol.md section 5).
 
 Real Kandian logs are private, so the study runs by default on a simulated feed that has what the paper is
 about: clickbait that is clicked a lot and read briefly, zero-duration non-clicks, and a logging policy with
@@ -329,7 +329,7 @@ def make_config(preset: str = "default", overrides: Mapping[str, Any] | None = N
 class Oracle:
     """Ground truth of a simulated world: item and user latents plus the formulas of the simulation.
 
-    Evaluation only (STUDY.md section 5): models never see it. ``click_prob``, ``expected_duration``,
+    Evaluation only (docs/protocol.md section 5): models never see it. ``click_prob``, ``expected_duration``,
     ``expected_read_time`` and ``long_read_prob`` take user ids and optionally item ids and return a
     ``(len(user_ids), n_items)`` matrix (the whole corpus, in the order of ``items.item_id``, when
     ``item_ids`` is None), so evaluation can walk the corpus in chunks of users. The ``pair_*`` methods give
@@ -498,7 +498,7 @@ class Oracle:
     def long_read_prob(
         self, user_ids: np.ndarray, item_ids: np.ndarray | None = None, tau_seconds: float = 50.0
     ) -> np.ndarray:
-        """P(duration > tau_seconds | click): the ground-truth "CVR" of STUDY.md section 1.
+        """P(duration > tau_seconds | click): the ground-truth "CVR" of docs/protocol.md section 1.
 
         Slower than the other matrices (an incomplete beta function per entry, about 3 us each): chunk users.
         """
@@ -885,7 +885,7 @@ def read_simulation(directory: str | Path) -> tuple[FeedLog, Oracle]:
 # Calibration
 
 CALIBRATION_TARGETS: dict[str, tuple[float | None, float | None]] = {
-    # (min, max), None = unbounded. Feed-like marginals (STUDY.md section 5, issue text).
+    # (min, max), None = unbounded. Feed-like marginals (docs/protocol.md section 5, issue text).
     "ctr": (0.05, 0.15),
     "mean_clicked_duration": (40.0, 60.0),
     "share_clicks_above_mean": (0.25, 0.45),
@@ -898,7 +898,7 @@ CALIBRATION_TARGETS: dict[str, tuple[float | None, float | None]] = {
 def calibration(log: FeedLog, oracle: Oracle) -> dict[str, Any]:
     """Feed marginals of a simulated log, checked against :data:`CALIBRATION_TARGETS`.
 
-    A long read is a click with duration above the mean clicked duration (the paper's tau rule, STUDY.md
+    A long read is a click with duration above the mean clicked duration (the paper's tau rule, docs/protocol.md
     section 1). Rates are per impression (CTR) or per click (long-read rate).
 
     Returns:

@@ -1,4 +1,4 @@
-"""Seed statistics of STUDY.md section 4: mean and t interval per number, paired differences, verdicts.
+"""Seed statistics of docs/protocol.md section 4: mean and t interval per number, paired differences, verdicts.
 
 Every reported number is a mean over training seeds with a Student-t confidence interval; every competitor
 is compared with the reference model (``dmtl``) by the paired difference over seeds, and a claim is made
@@ -68,7 +68,7 @@ def paired_diff(
     """Paired difference ``a - b`` over seeds with a Student-t interval.
 
     Pairing by seed removes the variance both models share through the seed (same data order and
-    initialisation stream), which is why STUDY.md section 4 compares models this way.
+    initialisation stream), which is why docs/protocol.md section 4 compares models this way.
 
     Args:
         a: per-seed values of the reference model, in seed order.

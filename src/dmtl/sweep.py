@@ -109,7 +109,9 @@ def reuse_main_run(
         return None
     if list(point["train"]["seeds"]) != list(base["train"]["seeds"]):
         return None
-    if not set(point["students"]["names"]) <= set(base["students"]["names"]) or param.startswith("teacher.variants"):
+    if not set(point["students"]["names"]) <= set(base["students"]["names"]) or param.startswith(
+        "teacher.variants"
+    ):
         return None
     table = pd.read_parquet(per_seed)
     return table[table["model"].isin([*point["students"]["names"], "teacher"])].reset_index(drop=True)

@@ -1,6 +1,6 @@
 """Lightning modules for the teacher and the students, and one ``fit`` shared by both.
 
-Every student is one :class:`StudentModule` parameterised by its target (STUDY.md section 3): the
+Every student is one :class:`StudentModule` parameterised by its target (docs/protocol.md section 3): the
 architecture and the training loop are identical, so a gap between students is the target's doing.
 """
 
@@ -188,7 +188,7 @@ class StudentModule(L.LightningModule):
 def soft_label_from_teacher(
     out: Mapping[str, torch.Tensor], target: str, duration_cap: float
 ) -> torch.Tensor:
-    """The distillation target of STUDY.md section 2 from the teacher's outputs.
+    """The distillation target of docs/protocol.md section 2 from the teacher's outputs.
 
     ``p_ctr_x_duration`` is p_ctr times E[duration | click] from the teacher's duration head, divided by the
     99th percentile of clicked training durations and clipped to 1 so it is a probability-like target.

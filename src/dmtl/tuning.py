@@ -1,6 +1,6 @@
 """The same small tuning grid for every student, chosen on the validation days by its own loss.
 
-Fairness (STUDY.md section 3): every student gets the same grid of learning rate, embedding size and weight
+Fairness (docs/protocol.md section 3): every student gets the same grid of learning rate, embedding size and weight
 decay, the same epoch budget and early stopping; each is chosen by the validation loss of *its own* target.
 The grid is a frozen pipeline stage (``tune``): it runs only when asked (``make tune``), its results are
 committed (``tuning/grid.csv``, ``tuning/chosen.yaml``), and ``python -m dmtl.tuning apply`` writes the
@@ -26,7 +26,10 @@ GRID_KEYS = ("lr", "emb_dim", "weight_decay")
 
 
 def grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
-    return [dict(zip(GRID_KEYS, values, strict=True)) for values in itertools.product(*(grid[k] for k in GRID_KEYS))]
+    return [
+        dict(zip(GRID_KEYS, values, strict=True))
+        for values in itertools.product(*(grid[k] for k in GRID_KEYS))
+    ]
 
 
 def run_grid(params: Mapping[str, Any], root: str | Path = ".") -> pd.DataFrame:
@@ -76,7 +79,9 @@ def write_outputs(grid: pd.DataFrame, chosen: Mapping[str, Any], out: str | Path
         tmp.write_text(yaml.safe_dump(dict(chosen), sort_keys=True))
 
 
-def apply(chosen_file: str | Path = "tuning/chosen.yaml", params_file: str | Path = "params.yaml") -> dict[str, Any]:
+def apply(
+    chosen_file: str | Path = "tuning/chosen.yaml", params_file: str | Path = "params.yaml"
+) -> dict[str, Any]:
     """Write the chosen values into ``params.yaml`` (comments and order kept)."""
     from ruamel.yaml import YAML
 

@@ -41,6 +41,10 @@ class FeatureEmbedding(nn.Module):
         # Derived from ``cardinalities``, so not part of the state dict.
         self.register_buffer("offsets", offsets.long(), persistent=False)
         self.register_buffer("limits", torch.tensor(cards, dtype=torch.long), persistent=False)
+        # Each field's OOV row starts at zero: an id never seen in training (row never updated) then adds
+        # nothing, instead of a random vector that would score unseen users and items arbitrarily.
+        with torch.no_grad():
+            self.embedding.weight[self.offsets] = 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         """Look up ``x`` of shape ``(B, F)`` (int64) and return the concatenation ``(B, F * dim)``."""

@@ -5,10 +5,10 @@
 - ESMM: Ma, Zhao, Huang, Wang, Hu, Zhu, Gai. *Entire Space Multi-Task Model.* SIGIR 2018.
   ``p_ctcvr = p_ctr * p_cvr``, both supervised over all impressions, so ``p_cvr`` never sees the biased
   clicked-only sample.
-- DMTL: Zhao et al. *Distillation based Multi-task Learning.* arXiv 2102.07142 (STUDY.md section 1):
+- DMTL: Zhao et al. *Distillation based Multi-task Learning.* arXiv 2102.07142 (docs/protocol.md section 1):
   "CVR" is P(long read | click); the teacher's ``p_ctcvr`` is the student's soft label.
 
-The ablations of STUDY.md section 2 are constructor arguments: ``backbone="shared_bottom"`` and
+The ablations of docs/protocol.md section 2 are constructor arguments: ``backbone="shared_bottom"`` and
 ``esmm=False`` (the CVR tower trained on clicked impressions only, :meth:`MultiTaskTeacher.loss`).
 """
 

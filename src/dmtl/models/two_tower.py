@@ -1,4 +1,4 @@
-"""The two-tower (double-tower) retriever shared by every student (STUDY.md sections 1 and 3).
+"""The two-tower (double-tower) retriever shared by every student (docs/protocol.md sections 1 and 3).
 
 A user tower and an item tower map their own features to one embedding size; the score is their inner
 product, so item vectors can be computed once and served from a nearest-neighbour index. Each tower reads
@@ -68,7 +68,7 @@ class TwoTower(nn.Module):
         emb_dim: embedding size per field.
         tower_dims: hidden widths of each tower's MLP.
         out_dim: the shared embedding size.
-        score: ``"dot"`` (raw inner product, STUDY.md section 2 default) or ``"cosine"``
+        score: ``"dot"`` (raw inner product, docs/protocol.md section 2 default) or ``"cosine"``
             (``cos(u, v) / temperature``, so logits are bounded by ``1 / temperature``).
         temperature: the cosine temperature; only ``score="cosine"`` reads it.
         dropout: dropout in both towers.
