@@ -20,10 +20,11 @@ from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tolerance on test AUC between one process and two. Two ranks at the same per-rank batch size take half as
-# many optimizer steps per epoch on twice the batch, so the runs differ by more than seed noise alone; 0.02
-# is well below the gap between the teacher and a chance ranker (AUC 0.5) on this data, and well above the
-# run-to-run spread of the tiny preset (about 0.005 between seeds).
+# Tolerance on test AUC between one process and two. Both runs take the same optimizer steps on the same
+# global batch, but the two ranks see the shuffled rows in a different grouping, so the runs differ like two
+# seeds do: on the tiny preset the one-process teacher's test AUC spans about 0.011 (click) and 0.005
+# (click and long read) over seeds 0-2, and two processes land 0.004-0.007 from one. 0.02 is twice the seed
+# spread and far below the teacher's lead over a chance ranker (AUC 0.5).
 AUC_TOLERANCE = 0.02
 
 
@@ -67,7 +68,9 @@ def keep_threads() -> Iterator[None]:
         os.environ["OMP_NUM_THREADS"] = omp
 
 
-def _train_teacher(params: dict, prepared, devices: int, strategy: str, folder: Path) -> dict[str, float]:
+def _train_teacher(
+    params: dict, prepared, devices: int, strategy: str, folder: Path, seed: int = 0
+) -> dict[str, float]:
     from dmtl.data import ImpressionTensors
     from dmtl.metrics import auc
     from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, seed_everything
@@ -78,7 +81,9 @@ def _train_teacher(params: dict, prepared, devices: int, strategy: str, folder: 
         "strategy": strategy,
         "num_nodes": 1,
         "accelerator": "cpu",
-        "batch_size": 512,
+        # The same global batch in both runs (DDP averages the ranks' gradients): the same optimisation,
+        # only the data is split over processes.
+        "batch_size": 512 // devices,
         "max_epochs": 3,
         "threads": 1,
     }
@@ -88,9 +93,9 @@ def _train_teacher(params: dict, prepared, devices: int, strategy: str, folder: 
         "item": prepared.item_cardinalities,
         "context": prepared.context_cardinalities,
     }
-    seed_everything(0, 1)
+    seed_everything(seed, 1)
     module = TeacherModule(build_teacher(cards, params["teacher"]), params["teacher"])
-    fit(module, data, train, seed=0, extra_callbacks=[RankRecorder(folder)])
+    fit(module, data, train, seed=seed, extra_callbacks=[RankRecorder(folder)])
     pred = predict_teacher(module, data)
     test = prepared.split_mask("test")
     imp = prepared.impressions[test]
@@ -116,7 +121,7 @@ def test_two_process_gloo_training_matches_one_process(tiny, keep_threads, tmp_p
     assert single[:2] == ["0", "1"]
     n_train = int(prepared.split_mask("train").sum())
     assert int(single[2]) == -(-n_train // 512)
-    assert all(int(r[2]) == -(-(n_train // 2) // 512) for r in ranks)
+    assert all(int(r[2]) == -(-(n_train // 2) // 256) for r in ranks)
 
     # The model learned (far from a chance ranker) in both runs, and to the same quality.
     for run in (one, two):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, TINY
 
 pytestmark = pytest.mark.timeout(1500)

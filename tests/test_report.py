@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from conftest import REPO
+
 from dmtl import readme, tuning
 from dmtl.io import read_json
 

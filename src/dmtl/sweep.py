@@ -100,12 +100,22 @@ def _get(tree: Mapping[str, Any], key: str) -> Any:
     return node
 
 
+def _same_setting(base: Mapping[str, Any], point: Mapping[str, Any], param: str, value: Any) -> bool:
+    """Whether the grid point sets ``param`` as the main run does (simulator knobs: same effective config)."""
+    if param.startswith("data.sim.") and base["data"]["source"] == "simulated":
+        from dmtl.simulator import make_config
+
+        d0, d1 = base["data"], point["data"]
+        return make_config(d0["preset"], d0["sim"]) == make_config(d1["preset"], d1["sim"])
+    return _get(base, param) == value
+
+
 def reuse_main_run(
     base: Mapping[str, Any], point: Mapping[str, Any], param: str, value: Any, base_root: Path
 ) -> pd.DataFrame | None:
     """The main run's per-seed table restricted to the sweep's students, when the point equals the main run."""
     per_seed = Paths(base_root).metrics / "per_seed.parquet"
-    if _get(base, param) != value or not per_seed.exists():
+    if not per_seed.exists() or not _same_setting(base, point, param, value):
         return None
     if list(point["train"]["seeds"]) != list(base["train"]["seeds"]):
         return None

@@ -104,12 +104,42 @@ def apply(
     return chosen
 
 
+FROZEN_LINE = "    frozen: true\n"
+
+
+def run_stage(dvc_file: str | Path = "dvc.yaml") -> int:
+    """Run the frozen ``tune`` stage once: thaw it in ``dvc.yaml``, ``dvc repro tune``, freeze it again.
+
+    The flag is toggled as text (not with ``dvc unfreeze``) so dvc.yaml keeps its comments and layout.
+    """
+    import subprocess
+
+    path = Path(dvc_file)
+    text = path.read_text()
+    marker = "  tune:\n"
+    start = text.index(marker)
+    stage_end = text.find("\n\n", start)
+    block = text[start:stage_end]
+    if FROZEN_LINE not in block:
+        raise RuntimeError(f"{path}: the tune stage is not frozen; add '{FROZEN_LINE.strip()}' to it")
+    thawed = text[:start] + block.replace(FROZEN_LINE, "", 1) + text[stage_end:]
+    path.write_text(thawed)
+    try:
+        return subprocess.run([sys.executable, "-m", "dvc", "repro", "tune"], check=False).returncode
+    finally:
+        path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Apply the tuned hyper-parameters to params.yaml.")
-    ap.add_argument("command", choices=["apply"])
+    ap = argparse.ArgumentParser(description="Run the tuning grid (run) or write its choice into params.yaml (apply).")
+    ap.add_argument("command", choices=["run", "apply"])
     ap.add_argument("--chosen", default="tuning/chosen.yaml")
     ap.add_argument("--params-file", default="params.yaml")
     args = ap.parse_args(argv)
+    if args.command == "run":
+        code = run_stage()
+        if code:
+            return code
     chosen = apply(args.chosen, args.params_file)
     print(yaml.safe_dump(chosen, sort_keys=True))
     return 0

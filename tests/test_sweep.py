@@ -1,0 +1,48 @@
+"""Sweeps: which stage a parameter reruns from, and when a grid point is the main run itself."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dmtl import params as P
+from dmtl import sweep
+
+
+@pytest.mark.parametrize(
+    ("param", "stage"),
+    [
+        ("data.tau", "prepare"),
+        ("data.sim.clickbait_share", "prepare"),
+        ("teacher.w_ctcvr", "teacher"),
+        ("train.max_epochs", "teacher"),
+        ("students.dmtl.loss", "students"),
+        ("eval.ks", "evaluate"),
+    ],
+)
+def test_first_stage(param, stage):
+    assert sweep.first_stage(param) == stage
+
+
+def test_unknown_group_cannot_be_swept():
+    with pytest.raises(P.ParamsError, match="cannot sweep"):
+        sweep.first_stage("sweeps.seeds")
+
+
+def test_point_equal_to_main_run_is_reused_and_others_are_not(tiny_run, tiny_params):
+    base = P.apply_overrides(tiny_params, {"sweeps.seeds": tiny_params["train"]["seeds"]})
+    same = P.apply_overrides(base, sweep.point_overrides(base, "students.dmtl.hard_weight", 0.0))
+    reused = sweep.reuse_main_run(base, same, "students.dmtl.hard_weight", 0.0, tiny_run)
+    assert reused is not None
+    assert set(reused["model"]) == {"teacher", *base["sweeps"]["students"]}
+    per_seed = pd.read_parquet(tiny_run / "metrics" / "per_seed.parquet")
+    dmtl = per_seed[per_seed.model == "dmtl"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(reused[reused.model == "dmtl"].reset_index(drop=True), dmtl)
+    other = P.apply_overrides(base, sweep.point_overrides(base, "students.dmtl.hard_weight", 0.5))
+    assert sweep.reuse_main_run(base, other, "students.dmtl.hard_weight", 0.5, tiny_run) is None
+    # A simulator knob set to its preset's default is the main run's world.
+    knob = P.apply_overrides(base, sweep.point_overrides(base, "data.sim.clickbait_share", 0.15))
+    from dmtl.simulator import make_config
+
+    assert make_config("tiny").clickbait_share == 0.15
+    assert sweep.reuse_main_run(base, knob, "data.sim.clickbait_share", 0.15, tiny_run) is not None
