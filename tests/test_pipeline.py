@@ -105,3 +105,41 @@ def test_tau_is_mean_clicked_training_duration(tiny_run):
     assert math.isclose(prepared.tau_seconds, float(clicked_train["duration"].mean()), rel_tol=1e-6)
     tau = read_json(tiny_run / "metrics" / "tau.json")
     assert tau["tau_seconds"] == pytest.approx(prepared.tau_seconds)
+
+
+def test_joint_regime_trains_teacher_alongside_with_stop_gradient(tiny_run, tiny_params, tmp_path):
+    """Joint training: the student distils a teacher trained in the same loop; it needs no frozen teacher."""
+    import os
+
+    from dmtl import params as P
+
+    params = P.apply_overrides(
+        tiny_params, {"students.dmtl.regime": "joint", "train.seeds": [0], "train.max_epochs": 1}
+    )
+    (tmp_path / "artifacts").mkdir()
+    os.symlink(tiny_run / "artifacts" / "data", tmp_path / "artifacts" / "data")  # no teacher folder at all
+    summary = pipeline.run_student(params, "dmtl", tmp_path)
+    assert summary["runs"][0]["epochs"] == 1 and np.isfinite(summary["runs"][0]["best_val_loss"])
+    emb = np.load(pipeline.Paths(tmp_path).student("dmtl", 0) / "item_emb.npy")
+    assert np.isfinite(emb).all()
+
+
+def test_p_ctr_x_duration_target_formula():
+    import torch
+
+    from dmtl.training import soft_label_from_teacher
+
+    out = {"p_ctr": torch.tensor([0.5, 0.2, 0.9]), "dur_log": torch.log1p(torch.tensor([30.0, 300.0, 0.0]))}
+    soft = soft_label_from_teacher(out, "p_ctr_x_duration", duration_cap=100.0)
+    # p_ctr * E[duration | click] / cap, clipped to [0, 1]
+    torch.testing.assert_close(soft, torch.tensor([0.15, 0.2, 0.0]))
+    assert torch.equal(
+        soft_label_from_teacher(out | {"p_ctcvr": torch.ones(3)}, "p_ctcvr", 1.0), torch.ones(3)
+    )
+    with pytest.raises(ValueError, match="p_ctcvr"):
+        soft_label_from_teacher(out, "p_cvr", 1.0)
+
+
+def test_unknown_student_is_named(tiny_params, tmp_path):
+    with pytest.raises(ValueError, match="students.names"):
+        pipeline.run_student(tiny_params, "dssm", tmp_path)

@@ -46,3 +46,30 @@ def test_point_equal_to_main_run_is_reused_and_others_are_not(tiny_run, tiny_par
 
     assert make_config("tiny").clickbait_share == 0.15
     assert sweep.reuse_main_run(base, knob, "data.sim.clickbait_share", 0.15, tiny_run) is not None
+
+
+def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tmp_path):
+    import yaml
+
+    base_root = tmp_path / "base"
+    base_root.mkdir()
+    # The main run, as the sweep sees it: its params file and its outputs.
+    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    (base_root / "artifacts").symlink_to(tiny_run / "artifacts")
+    (base_root / "metrics").symlink_to(tiny_run / "metrics")
+    point = P.apply_overrides(
+        tiny_params, sweep.point_overrides(tiny_params, "students.dmtl.hard_weight", 1.0)
+    )
+    point = P.apply_overrides(point, {"train.seeds": tiny_params["train"]["seeds"]})
+    root = tmp_path / "point"
+    table = sweep.run_point(
+        point, root, start="students", base_root=base_root, param="students.dmtl.hard_weight"
+    )
+    assert (root / "artifacts" / "students" / "ctr").is_symlink()
+    assert not (root / "artifacts" / "students" / "dmtl").is_symlink()
+    main = pd.read_parquet(tiny_run / "metrics" / "per_seed.parquet")
+    ctr_main = main[main.model == "ctr"].reset_index(drop=True)
+    ctr_point = table[table.model == "ctr"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(ctr_point, ctr_main)
+    dmtl_main = main[main.model == "dmtl"]["auc_ctcvr"].to_numpy()
+    assert not (table[table.model == "dmtl"]["auc_ctcvr"].to_numpy() == dmtl_main).all()

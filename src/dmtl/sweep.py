@@ -53,25 +53,52 @@ def _link_earlier(base_root: Path, root: Path, start: str) -> None:
     for src, dst in needed:
         if not src.exists():
             raise FileNotFoundError(f"{src} is missing: run the main pipeline (dvc repro) before this sweep")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.is_symlink() or dst.exists():
-            continue
-        os.symlink(os.path.relpath(src.resolve(), dst.parent.resolve()), dst)
+        _link_dir(src, dst)
+
+
+def _link_dir(src: Path, dst: Path) -> None:
+    """A relative symlink ``dst`` -> ``src`` (kept if already there)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        return
+    os.symlink(os.path.relpath(src.resolve(), dst.parent.resolve()), dst)
 
 
 def run_point(
-    params: Mapping[str, Any], root: str | Path, start: str = "prepare", base_root: str | Path = "."
+    params: Mapping[str, Any],
+    root: str | Path,
+    start: str = "prepare",
+    base_root: str | Path = ".",
+    param: str = "",
 ) -> pd.DataFrame:
-    """Run the stages from ``start`` on into ``root``; return the per-seed metrics table."""
+    """Run the stages from ``start`` on into ``root``; return the per-seed metrics table.
+
+    For a student's own parameter (``students.<name>.*``) only that student is retrained; the others are
+    the main run's, linked, when the seeds are the main run's (their inputs did not change).
+    """
     root = Path(root)
-    _link_earlier(Path(base_root), root, start)
+    base_root = Path(base_root)
+    _link_earlier(base_root, root, start)
     i = STAGES.index(start)
     if i <= 0:
         run_prepare(params, root)
     if i <= 1:
         run_teacher(params, root)
     if i <= 2:
-        for name in params["students"]["names"]:
+        retrain = list(params["students"]["names"])
+        owner = param.split(".")[1] if param.startswith("students.") and param.count(".") >= 2 else None
+        base_params_file = base_root / "params.yaml"
+        if owner in retrain and owner != "common" and base_params_file.exists():
+            base_seeds = P.load(base_params_file)["train"]["seeds"]
+            if list(base_seeds) == list(params["train"]["seeds"]):
+                for name in retrain:
+                    if name != owner and (base_root / "artifacts" / "students" / name).exists():
+                        _link_dir(
+                            base_root / "artifacts" / "students" / name,
+                            root / "artifacts" / "students" / name,
+                        )
+                retrain = [owner]
+        for name in retrain:
             run_student(params, name, root)
     run_evaluate(params, root)
     return pd.read_parquet(Paths(root).metrics / "per_seed.parquet")
@@ -170,12 +197,13 @@ def run_sweep(
                     "overrides": json.dumps(overrides),
                     "start": start,
                     "base_root": str(Path(base_root).resolve()),
+                    "param": param,
                 },
                 html=True,
             )
             table = pd.read_parquet(Paths(root).metrics / "per_seed.parquet")
         else:
-            table = run_point(P.apply_overrides(base, overrides), root, start, base_root)
+            table = run_point(P.apply_overrides(base, overrides), root, start, base_root, param)
         tables.append(table.assign(value=str(value)))
     per_seed = pd.concat(tables, ignore_index=True)
     level = base["eval"]["ci_level"]
