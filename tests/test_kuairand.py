@@ -133,6 +133,7 @@ def test_official_columns_map_to_the_schema(pure_dir: Path) -> None:
         "exact_duplicate_rows_dropped": 1,
         "duplicate_key_rows_dropped": 1,
         "rows_out_of_time_order": 1,
+        "same_second_duplicate_rows_dropped": 0,
         "nonclick_durations_zeroed": 1,
         "clicks_with_zero_duration": 1,
         "user_ids_missing_from_features": 0,
@@ -344,7 +345,9 @@ def test_shared_slice_matches_its_readme() -> None:
     assert meta["as_read"]["click_rate"] == pytest.approx(0.438, abs=5e-4)
     assert meta["as_read"]["clicked_duration_mean_s"] == pytest.approx(46.1, abs=0.05)
     assert counts["exact_duplicate_rows_dropped"] + counts["duplicate_key_rows_dropped"] == 2_979
-    assert meta["rows_kept"] == 94_784 - 2_979
+    # Three more pairs differ only in milliseconds: the same impression key at the schema's one-second grain.
+    assert counts["same_second_duplicate_rows_dropped"] == 3
+    assert meta["rows_kept"] == 94_784 - 2_979 - 3
     assert (meta["n_users"], meta["n_items"]) == (21_184, 5_564)
     assert (meta["first_date"], meta["last_date"]) == ("2022-04-25", "2022-04-30")
     assert log.impressions["day"].max() == 5

@@ -508,6 +508,13 @@ def finalize_feed_log(
     late = time_ms[1:] < np.maximum.accumulate(time_ms)[:-1]
     counts["rows_out_of_time_order"] = int(late.sum())
     raw = raw.iloc[np.argsort(time_ms, kind="stable")].reset_index(drop=True)
+    # The schema's time is whole seconds: two impressions of one item to one user within the same second
+    # (distinct in milliseconds) would become duplicates downstream, so the first is kept here too.
+    second = (raw["time_ms"].to_numpy() - raw["time_ms"].min()) // 1000
+    same_second = pd.DataFrame({"u": raw["user_id"].to_numpy(), "i": raw["item_id"].to_numpy(), "s": second})
+    same_second = same_second.duplicated().to_numpy()
+    counts["same_second_duplicate_rows_dropped"] = int(same_second.sum())
+    raw = raw[~same_second].reset_index(drop=True)
 
     click = raw["click"].to_numpy()
     duration = raw["duration"].to_numpy(dtype="float64")
