@@ -33,9 +33,11 @@ kuairand: setup
 tune: setup data-folder
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m dmtl.tuning run
 
+# Benchmarks (on demand): figures into benchmarks/results.json, rendered into benchmarks/report.html.
 bench: setup
-	$(BIN)/python benchmarks/run_all.py
-	$(BIN)/python -m dmtl.notebook notebooks/benchmarks.ipynb reports/benchmarks
+	$(BIN)/python benchmarks/run_all.py --threads auto
+	$(BIN)/python -m dmtl.notebook notebooks/benchmarks.ipynb benchmarks/report
+	$(BIN)/python -m dmtl.readme
 
 test: setup
 	$(BIN)/python -m pytest -q

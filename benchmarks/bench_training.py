@@ -11,14 +11,20 @@ preset prepared once with :func:`dmtl.features.prepare`, so both libraries train
 Peer benchmark
     The same architecture trained by this project (Lightning, :func:`dmtl.training.fit` on
     :class:`dmtl.data.BatchStream`) and by torch-rechub 0.9 with its own documented trainer and data path
-    (``MTLTrainer`` / ``MatchTrainer`` fed by ``DataGenerator`` / ``TorchDataset`` DataLoaders), same
-    features, batch size, epochs, learning rate and threads. Throughput is training samples per second of
-    the training epochs (validation excluded on both sides); each side's test AUCs show the speed is not
-    bought with quality.
+    (``MTLTrainer`` / ``MatchTrainer`` fed by ``DataGenerator`` / ``TorchDataset`` DataLoaders, features as
+    a dict of numpy arrays as in its multi-task example), same features, batch size, epochs (3, no early
+    stop), learning rate and threads. Throughput is training samples per second of the training epochs
+    (validation excluded on both sides); each side's test AUCs show the speed is not bought with quality.
+    Each side keeps its own end of training: ``fit`` restores the epoch with the best validation loss,
+    torch-rechub keeps its last weights (its early stopper restores only when it stops early).
 Model-only limit
     Forward + loss + backward + optimizer step of the same model on batches already gathered in memory: the
-    fastest any training loop could go. ``loop / model-only`` is the share of time the loop spends on
-    the model, so ``1 - share`` is what its data path and bookkeeping cost.
+    fastest any training loop could go (the step is included because no loop can skip it). ``loop /
+    model-only`` is the share of time the loop spends on the model, so ``1 - share`` is what its data path
+    and bookkeeping cost.
+Data path alone
+    Each library's batches without a model: an epoch of ``BatchStream`` against torch-rechub's DataLoader
+    (and, for context, the same DataLoader fed a pandas DataFrame, as torch-rechub's ranking examples do).
 
 Architectures (what "same" means here): the teacher has 12 sparse features (6 user, 5 item, 1 position),
 16-d embeddings, 4 experts of [128, 64], towers [32] -> 1, ESMM ``p_ctcvr = p_ctr * p_cvr`` with BCE on
@@ -39,8 +45,9 @@ from __future__ import annotations
 
 import os
 
-# Set before torch starts its thread pools; --threads then pins both libraries to the same count.
-os.environ.setdefault("TQDM_DISABLE", "1")  # torch-rechub's per-batch progress bars would flood the log
+# tqdm reads this when torch-rechub's trainers create their per-batch progress bars, which would flood the
+# log and cost both libraries' comparison a little time on torch-rechub's side only.
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -74,6 +81,7 @@ from dmtl.training import (  # noqa: E402
     quiet_lightning,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 # The configuration of the issue's measurement (see the module docstring); lr and weight decay are the
 # study's (params.yaml), used on both sides.
 TEACHER_HP: dict[str, Any] = {
@@ -107,10 +115,14 @@ TARGET_AUC_GAP = 0.01  # "on par": this project's test AUC at most this far belo
 # ------------------------------------------------------------------------------------------------ data
 
 
-def peer_data(preset: str, seed: int) -> Prepared:
-    """The simulator's ``preset`` world prepared once; both libraries read its encoded arrays."""
-    log, _ = simulate(make_config(preset), seed)
-    return prepare(log)
+def peer_data(preset: str, params_file: Path = REPO / "params.yaml") -> Prepared:
+    """The study's simulated world (``data.sim_seed``) at ``preset``, prepared as the study prepares it;
+    both libraries read its encoded arrays."""
+    from dmtl import params as P
+
+    data = P.load(params_file, {"data.preset": preset})["data"]
+    log, _ = simulate(make_config(preset, data["sim"]), data["sim_seed"])
+    return prepare(log, data["val_days"], data["test_days"], data["tau"])
 
 
 def feature_columns(data: ImpressionTensors, prepared: Prepared, rows: torch.Tensor) -> dict[str, np.ndarray]:
@@ -230,7 +242,9 @@ def _new_student(prepared: Prepared, seed: int) -> StudentModule:
         tower_dims=tuple(STUDENT_HP["tower_dims"]),
         out_dim=STUDENT_HP["out_dim"],
     )
-    return StudentModule(model, "dmtl", STUDENT_HP, duration_scale=prepared.meta["mean_clicked_train_duration"])
+    return StudentModule(
+        model, "dmtl", STUDENT_HP, duration_scale=prepared.meta["mean_clicked_train_duration"]
+    )
 
 
 def ours_model_only(module: L.LightningModule, data: ImpressionTensors, batch_size: int, seed: int) -> float:
@@ -298,7 +312,10 @@ def _sparse_features(prepared: Prepared, names: Sequence[str], side: str) -> lis
     cards = {"user": prepared.user_cardinalities, "item": prepared.item_cardinalities}.get(
         side, prepared.context_cardinalities
     )
-    return [SparseFeature(n, vocab_size=int(c), embed_dim=TEACHER_HP["emb_dim"]) for n, c in zip(names, cards)]
+    return [
+        SparseFeature(n, vocab_size=int(c), embed_dim=TEACHER_HP["emb_dim"])
+        for n, c in zip(names, cards, strict=True)
+    ]
 
 
 def rechub_teacher_model(prepared: Prepared, seed: int) -> RechubMMoEESMM:
@@ -362,12 +379,14 @@ def rechub_fit(
     batch_size: int,
     epochs: int,
     workers: int,
+    as_frame: bool = False,
 ) -> dict[str, float]:
     """Train with torch-rechub's trainer and DataLoaders; time its training epochs.
 
     ``kind`` is ``"mtl"`` (``MTLTrainer``, validation AUC each epoch as its ``fit`` does) or ``"match"``
     (``MatchTrainer`` point-wise; no validation loader, since its AUC needs hard labels and the student's
-    targets are soft).
+    targets are soft). ``as_frame`` feeds the training features as a pandas DataFrame (see
+    :func:`rechub_data_path`).
     """
     from torch_rechub.trainers import MatchTrainer, MTLTrainer
     from torch_rechub.utils.data import DataGenerator
@@ -375,7 +394,9 @@ def rechub_fit(
     opt = {"lr": TEACHER_HP["lr"] if kind == "mtl" else STUDENT_HP["lr"], "weight_decay": 0.0}
     with tempfile.TemporaryDirectory(prefix="dmtl-rechub-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         if kind == "mtl":
-            gen = DataGenerator(x_train, y_train)
+            import pandas as pd
+
+            gen = DataGenerator(pd.DataFrame(x_train) if as_frame else x_train, y_train)
             train_dl, val_dl, _ = gen.generate_dataloader(
                 x_val, y_val, x_val, y_val, batch_size=batch_size, num_workers=workers
             )
@@ -426,7 +447,12 @@ def rechub_model_only(
     yt = torch.from_numpy(np.asarray(y)[perm])
     batches = []
     for s in range(0, len(yt), batch_size):
-        batches.append((len(yt[s : s + batch_size]), ({k: v[s : s + batch_size] for k, v in xt.items()}, yt[s : s + batch_size])))
+        batches.append(
+            (
+                len(yt[s : s + batch_size]),
+                ({k: v[s : s + batch_size] for k, v in xt.items()}, yt[s : s + batch_size]),
+            )
+        )
     lr = TEACHER_HP["lr"] if kind == "mtl" else STUDENT_HP["lr"]
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=0.0)
     bce = nn.BCELoss()
@@ -461,6 +487,36 @@ def _rechub_predict(model: nn.Module, x: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate(parts)
 
 
+# ------------------------------------------------------------------------------------------ data paths
+
+
+def ours_data_path(data: ImpressionTensors, batch_size: int, seed: int) -> float:
+    """Samples/s of this project's data path alone: one epoch of :class:`BatchStream` batches, no model."""
+    stream = BatchStream(data, data.indices("train"), batch_size, shuffle=True, seed=seed)
+    start = time.perf_counter()
+    n = sum(len(b["click"]) for b in stream)
+    return n / (time.perf_counter() - start)
+
+
+def rechub_data_path(
+    x: dict[str, np.ndarray], y: np.ndarray, batch_size: int, as_frame: bool = False
+) -> float:
+    """Samples/s of torch-rechub's training DataLoader alone (``DataGenerator``, no model).
+
+    ``as_frame`` passes the features as one pandas DataFrame, as torch-rechub's ranking examples do
+    (``DataGenerator(df[features], y)``), instead of a dict of numpy arrays as its multi-task example does;
+    ``TorchDataset`` then indexes a pandas Series per feature and sample.
+    """
+    import pandas as pd
+    from torch_rechub.utils.data import DataGenerator
+
+    features: Any = pd.DataFrame(x) if as_frame else x
+    loader, _, _ = DataGenerator(features, y).generate_dataloader(x, y, x, y, batch_size=batch_size)
+    start = time.perf_counter()
+    n = sum(len(yb) for _, yb in loader)
+    return n / (time.perf_counter() - start)
+
+
 # ---------------------------------------------------------------------------------------------- driver
 
 
@@ -483,7 +539,7 @@ def run(
     preset: str = "default",
     seed: int = 0,
     batch_size: int = 2048,
-    epochs: int = 1,
+    epochs: int = 3,
     threads: int = 2,
     repeats: int = 3,
     rechub_workers: int = 0,
@@ -500,7 +556,7 @@ def run(
     torch.set_num_threads(threads)
     load_start = os.getloadavg()
     t0 = time.perf_counter()
-    prepared = peer_data(preset, seed)
+    prepared = peer_data(preset)
     data = ImpressionTensors(prepared)
     train_rows, val_rows, test_rows = data.indices("train"), data.indices("val"), data.indices("test")
     x_train, x_val, x_test = (feature_columns(data, prepared, r) for r in (train_rows, val_rows, test_rows))
@@ -514,8 +570,10 @@ def run(
     for r in range(repeats):
         limits.append(ours_model_only(_new_teacher(prepared, seed), data, batch_size, seed))
         module = _new_teacher(prepared, seed)
-        loops.append(ours_fit(module, data, batch_size, epochs, threads, seed + r))
-        log(f"teacher, this project, run {r + 1}: model-only {limits[-1]:,.0f}/s, loop {loops[-1]['samples_per_second']:,.0f}/s")
+        loops.append(ours_fit(module, data, batch_size, epochs, threads, seed))
+        log(
+            f"teacher, this project, run {r + 1}: model-only {limits[-1]:,.0f}/s, loop {loops[-1]['samples_per_second']:,.0f}/s"
+        )
     pred = predict_teacher(module, data)
     test = test_rows.numpy()
     ours_t = {
@@ -528,12 +586,24 @@ def run(
         "auc_click": auc(c_test, pred["p_ctr"][test]),
         "auc_ctcvr": auc(cc_test, pred["p_ctcvr"][test]),
     }
-    ours_t["loop_share_of_model_only"] = ours_t["samples_per_second"] / ours_t["model_only_samples_per_second"]
+    ours_t["loop_share_of_model_only"] = (
+        ours_t["samples_per_second"] / ours_t["model_only_samples_per_second"]
+    )
     y_train = np.stack([c_train, cc_train], axis=1)
-    peer_limit = rechub_model_only("mtl", rechub_teacher_model(prepared, seed), x_train, y_train, batch_size, seed)
+    peer_limit = rechub_model_only(
+        "mtl", rechub_teacher_model(prepared, seed), x_train, y_train, batch_size, seed
+    )
     model = rechub_teacher_model(prepared, seed)
     peer_loop = rechub_fit(
-        "mtl", model, x_train, y_train, x_val, np.stack([c_val, cc_val], 1), batch_size, epochs, rechub_workers
+        "mtl",
+        model,
+        x_train,
+        y_train,
+        x_val,
+        np.stack([c_val, cc_val], 1),
+        batch_size,
+        epochs,
+        rechub_workers,
     )
     p = _rechub_predict(model, x_test)
     peer_t = {
@@ -545,6 +615,47 @@ def run(
     peer_t["loop_share_of_model_only"] = peer_t["samples_per_second"] / peer_limit
     log(f"teacher, torch-rechub: model-only {peer_limit:,.0f}/s, loop {peer_t['samples_per_second']:,.0f}/s")
 
+    # --- the data paths alone (no model): what each library's loop spends on making batches.
+    n_frame = min(len(y_train), 50_000)  # the DataFrame path is slow; a slice gives its rate
+    data_paths = {
+        "this_project_samples_per_second": ours_data_path(data, batch_size, seed),
+        "torch_rechub_samples_per_second": rechub_data_path(x_train, y_train, batch_size),
+        "torch_rechub_dataframe_samples_per_second": rechub_data_path(
+            {k: v[:n_frame] for k, v in x_train.items()}, y_train[:n_frame], batch_size, as_frame=True
+        ),
+        "torch_rechub_dataframe_rows": n_frame,
+    }
+    # torch-rechub's loop as its ranking examples feed it (a DataFrame): one epoch on a slice, for context.
+    frame_loop = rechub_fit(
+        "mtl",
+        rechub_teacher_model(prepared, seed),
+        {k: v[:n_frame] for k, v in x_train.items()},
+        y_train[:n_frame],
+        x_val,
+        np.stack([c_val, cc_val], 1),
+        batch_size,
+        1,
+        rechub_workers,
+        as_frame=True,
+    )
+    data_paths["torch_rechub_dataframe_teacher_loop_samples_per_second"] = frame_loop["samples_per_second"]
+    # Seconds per sample of the data path over seconds per sample of the whole loop: its share of the loop.
+    data_paths["this_project_share_of_teacher_loop"] = (
+        ours_t["samples_per_second"] / data_paths["this_project_samples_per_second"]
+    )
+    data_paths["torch_rechub_share_of_teacher_loop"] = (
+        peer_t["samples_per_second"] / data_paths["torch_rechub_samples_per_second"]
+    )
+    log(
+        "data path alone: this project {:,.0f}/s, torch-rechub {:,.0f}/s (DataFrame input {:,.0f}/s, "
+        "its teacher loop {:,.0f}/s)".format(
+            data_paths["this_project_samples_per_second"],
+            data_paths["torch_rechub_samples_per_second"],
+            data_paths["torch_rechub_dataframe_samples_per_second"],
+            data_paths["torch_rechub_dataframe_teacher_loop_samples_per_second"],
+        )
+    )
+
     # --- student: both libraries distil the same soft labels, this project's teacher's p_ctcvr.
     soft = pred["p_ctcvr"].astype(np.float32)
     sdata = ImpressionTensors(prepared, soft_labels=soft)
@@ -552,8 +663,10 @@ def run(
     for r in range(repeats):
         limits.append(ours_model_only(_new_student(prepared, seed), sdata, batch_size, seed))
         module = _new_student(prepared, seed)
-        loops.append(ours_fit(module, sdata, batch_size, epochs, threads, seed + r))
-        log(f"student, this project, run {r + 1}: model-only {limits[-1]:,.0f}/s, loop {loops[-1]['samples_per_second']:,.0f}/s")
+        loops.append(ours_fit(module, sdata, batch_size, epochs, threads, seed))
+        log(
+            f"student, this project, run {r + 1}: model-only {limits[-1]:,.0f}/s, loop {loops[-1]['samples_per_second']:,.0f}/s"
+        )
     score = _student_logits(module, sdata, test_rows)
     ours_s = {
         "samples_per_second": _median([x["samples_per_second"] for x in loops]),
@@ -565,9 +678,13 @@ def run(
         "auc_click": auc(c_test, score),
         "auc_ctcvr": auc(cc_test, score),
     }
-    ours_s["loop_share_of_model_only"] = ours_s["samples_per_second"] / ours_s["model_only_samples_per_second"]
+    ours_s["loop_share_of_model_only"] = (
+        ours_s["samples_per_second"] / ours_s["model_only_samples_per_second"]
+    )
     y_soft = soft[train_rows.numpy()]
-    peer_limit = rechub_model_only("match", rechub_student_model(prepared, seed), x_train, y_soft, batch_size, seed)
+    peer_limit = rechub_model_only(
+        "match", rechub_student_model(prepared, seed), x_train, y_soft, batch_size, seed
+    )
     model = rechub_student_model(prepared, seed)
     peer_loop = rechub_fit("match", model, x_train, y_soft, None, None, batch_size, epochs, rechub_workers)
     p = _rechub_predict(model, x_test)
@@ -602,6 +719,7 @@ def run(
             "student": STUDENT_HP,
         },
         "teacher": _summary(ours_t, peer_t),
+        "data_path": data_paths,
         "student": _summary(ours_s, peer_s),
         "targets": {
             "speedup": TARGET_SPEEDUP,
@@ -640,9 +758,9 @@ def _report(figures: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="model seed (the world is data.sim_seed)")
     parser.add_argument("--batch-size", type=int, default=2048)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for both libraries")
     parser.add_argument("--repeats", type=int, default=3, help="runs of this project's loop (median)")
     parser.add_argument("--rechub-workers", type=int, default=0, help="DataLoader workers for torch-rechub")

@@ -1,0 +1,391 @@
+"""Run every benchmark and write ``benchmarks/results.json``: each figure next to its target, with a flag.
+
+Usage::
+
+    python benchmarks/run_all.py                         # all benchmarks (about 20 minutes on 2 cores)
+    python benchmarks/run_all.py --threads auto          # one thread per process if the machine stays busy
+    python benchmarks/run_all.py --only training         # rerun one; the others are kept from their files
+    python benchmarks/run_all.py --collect               # rebuild results.json from the per-benchmark files
+
+Each benchmark runs as its own process (its own peak memory, no state shared) and writes
+``benchmarks/results/<name>.json``; this script then reads them all and writes ``benchmarks/results.json``
+atomically. A benchmark that fails is reported as failed in the results, never dropped silently, and the
+others still run. The machine may be shared, so before starting it waits (up to ``--max-wait`` seconds)
+for the 1-minute load average to fall to ``--max-load`` and records the load average next to the figures
+either way. No figure is asserted on: ``met`` says whether it reached its target on this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results.json"
+PARTS = HERE / "results"
+
+# name -> (script, extra arguments); each writes PARTS / f"{name}.json" via --out.
+BENCHMARKS: dict[str, tuple[str, list[str]]] = {
+    "simulator": ("bench_simulator.py", ["--impressions", "1000000"]),
+    "training": ("bench_training.py", []),
+    "retrieval": ("bench_retrieval.py", []),
+    "scale": ("bench_scale.py", []),
+}
+# --smoke: every code path on small sizes in about two minutes; figures go to PARTS / "smoke", not results.json.
+SMOKE: dict[str, list[str]] = {
+    "simulator": ["--impressions", "100000"],
+    "training": ["--preset", "tiny", "--repeats", "1"],
+    "retrieval": ["--items", "100000", "--queries", "1000", "--nlist", "256"],
+    "scale": ["--impressions", "100000", "300000"],
+}
+SIMULATOR_TARGET_SECONDS = 10.0  # STUDY.md section 5: "a million impressions in seconds"
+
+
+def wait_for_quiet(max_load: float, max_wait: float, poll: float = 60.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is at most ``max_load`` or ``max_wait`` seconds have passed."""
+    start = time.monotonic()
+    before = os.getloadavg()
+    while os.getloadavg()[0] > max_load and time.monotonic() - start < max_wait:
+        print(f"load average {os.getloadavg()[0]:.2f} > {max_load}; waiting {poll:.0f} s", flush=True)
+        time.sleep(poll)
+    return {
+        "before_wait": list(before),
+        "at_start": list(os.getloadavg()),
+        "waited_seconds": time.monotonic() - start,
+        "max_load": max_load,
+    }
+
+
+def run_benchmark(
+    name: str, timeout: float, parts: Path, smoke: bool = False, threads: int | None = None
+) -> dict[str, Any]:
+    """Run one benchmark script as a subprocess; return its status (the figures go to its own file)."""
+    script, extra = BENCHMARKS[name]
+    extra = SMOKE[name] if smoke else extra
+    if threads is not None and name != "simulator":  # the simulator benchmark is one core by design
+        extra = [*extra, "--threads", str(threads)]
+    out = parts / f"{name}.json"
+    # A figure file left by an earlier run must not pass for this run's if this one fails.
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, str(HERE / script), *extra, "--out", str(out)]
+    print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, timeout=timeout, check=False)
+        status = "ok" if proc.returncode == 0 else f"failed with exit code {proc.returncode}"
+    except subprocess.TimeoutExpired:
+        status = f"timed out after {timeout:.0f} s"
+    return {
+        "status": status,
+        "seconds": time.perf_counter() - start,
+        "load_average_end": list(os.getloadavg()),
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+# ------------------------------------------------------------------------------------- figures and targets
+
+
+def _row(
+    figure: str,
+    name: str,
+    value: float | None,
+    measured: str,
+    target: str,
+    met: bool | None,
+    target_value: float | None = None,
+    unit: str = "",
+) -> dict[str, Any]:
+    return {
+        "id": figure,
+        "name": name,
+        "value": value,
+        "unit": unit,
+        "measured": measured,
+        "target": target,
+        "target_value": target_value,
+        "met": met,
+    }
+
+
+def training_figures(t: dict[str, Any]) -> list[dict[str, Any]]:
+    """Peer and model-only figures of ``bench_training`` for the teacher and the student."""
+    rows = []
+    targets = t["targets"]
+    for model, label in (("teacher", "teacher (MMoE+ESMM)"), ("student", "student (two tower)")):
+        f = t[model]
+        ours, peer = f["this_project"], f["torch_rechub"]
+        rows.append(
+            _row(
+                f"{model}_speedup_vs_torch_rechub",
+                f"{label}: training throughput vs torch-rechub",
+                f["speedup"],
+                f"{f['speedup']:.1f}x ({ours['samples_per_second']:,.0f} vs {peer['samples_per_second']:,.0f} "
+                "samples/s)",
+                f">= {targets['speedup']:.0f}x",
+                f["speedup"] >= targets["speedup"],
+                targets["speedup"],
+                "x",
+            )
+        )
+        gap = min(f["auc_gap_click"], f["auc_gap_ctcvr"])
+        rows.append(
+            _row(
+                f"{model}_auc_vs_torch_rechub",
+                f"{label}: test AUC, this project vs torch-rechub",
+                gap,
+                f"click {ours['auc_click']:.4f} vs {peer['auc_click']:.4f}, "
+                f"click+long read {ours['auc_ctcvr']:.4f} vs {peer['auc_ctcvr']:.4f}",
+                f"on par: at most {targets['max_auc_deficit']} below",
+                gap >= -targets["max_auc_deficit"],
+                -targets["max_auc_deficit"],
+                "AUC",
+            )
+        )
+        share = ours["loop_share_of_model_only"]
+        rows.append(
+            _row(
+                f"{model}_loop_vs_model_only",
+                f"{label}: training loop vs model-only limit",
+                share,
+                f"{share:.0%} ({ours['samples_per_second']:,.0f} of "
+                f"{ours['model_only_samples_per_second']:,.0f} samples/s)",
+                f">= {targets['loop_share_of_model_only']:.0%}",
+                share >= targets["loop_share_of_model_only"],
+                targets["loop_share_of_model_only"],
+                "share",
+            )
+        )
+    d = t.get("data_path")
+    if d is not None:
+        share = d["this_project_share_of_teacher_loop"]
+        rows.append(
+            _row(
+                "teacher_data_path_share",
+                "teacher: data path alone, its share of the training loop",
+                share,
+                f"{share:.1%} ({d['this_project_samples_per_second']:,.0f} samples/s alone); torch-rechub "
+                f"{d['torch_rechub_share_of_teacher_loop']:.0%} "
+                f"({d['torch_rechub_samples_per_second']:,.0f} samples/s alone, "
+                f"{d['torch_rechub_dataframe_samples_per_second']:,.0f} with DataFrame input)",
+                f"< {1 - targets['loop_share_of_model_only']:.0%}",
+                share < 1 - targets["loop_share_of_model_only"],
+                1 - targets["loop_share_of_model_only"],
+                "share",
+            )
+        )
+        frame = d.get("torch_rechub_dataframe_teacher_loop_samples_per_second")
+        if frame:
+            ours = t["teacher"]["this_project"]["samples_per_second"]
+            rows.append(
+                _row(
+                    "teacher_speedup_vs_torch_rechub_dataframe",
+                    "teacher: throughput vs torch-rechub fed a DataFrame (its ranking examples' input; context)",
+                    ours / frame,
+                    f"{ours / frame:.1f}x ({ours:,.0f} vs {frame:,.0f} samples/s)",
+                    "context for the figure above, not a target",
+                    None,
+                    unit="x",
+                )
+            )
+    return rows
+
+
+def scale_figures(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Time and peak memory at each size of ``bench_scale``, and how time grows."""
+    rows = []
+    cap = s["targets"]["max_peak_rss_gib"]
+    for p in s["points"]:
+        n = p["impressions"]
+        rows.append(
+            _row(
+                f"scale_{round(n / 1e6)}m",
+                f"scale: simulate to retrieval at {n / 1e6:.1f}M impressions",
+                p["peak_rss_gib"],
+                f"{p['seconds']:.0f} s, peak memory {p['peak_rss_gib']:.2f} GiB",
+                f"peak memory < {cap:.0f} GiB",
+                p["peak_rss_gib"] < cap,
+                cap,
+                "GiB",
+            )
+        )
+    slope = s["time_loglog_slope"]["total"]
+    if slope is not None:
+        sizes = ", ".join(f"{p['impressions'] / 1e6:.1f}M: {p['seconds']:.0f} s" for p in s["points"])
+        max_slope = s["targets"]["max_time_loglog_slope"]
+        rows.append(
+            _row(
+                "scale_time_growth",
+                "scale: growth of time with impressions (log-log slope)",
+                slope,
+                f"{slope:.2f} ({sizes})",
+                f"about linear: <= {max_slope}",
+                slope <= max_slope,
+                max_slope,
+                "slope",
+            )
+        )
+    return rows
+
+
+def retrieval_figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Exact and approximate search over the 1M-item corpus."""
+    op, exact = r["operating_point"], r["exact"]
+    setting = ", ".join(f"{k}={op[k]}" for k in ("nlist", "nprobe", "m", "ef_search") if k in op)
+    min_recall = r["targets"]["min_recall_at_100"]
+    return [
+        _row(
+            "retrieval_exact_qps",
+            f"retrieval: exact search, {r['n_items'] / 1e6:g}M items",
+            exact["queries_per_second"],
+            f"{exact['queries_per_second']:,.0f} queries/s",
+            "the reference (recall 1 by definition)",
+            None,
+            unit="queries/s",
+        ),
+        _row(
+            "retrieval_ann",
+            f"retrieval: approximate search ({op['kind']}, {setting}), {r['n_items'] / 1e6:g}M items",
+            op["recall_at_100"],
+            f"{op['queries_per_second']:,.0f} queries/s ({op['speedup_vs_exact']:.1f}x exact), "
+            f"recall@100 {op['recall_at_100']:.4f}",
+            f"recall@100 >= {min_recall} and faster than exact",
+            op["recall_at_100"] >= min_recall and op["speedup_vs_exact"] > 1.0,
+            min_recall,
+            "recall@100",
+        ),
+    ]
+
+
+def simulator_figures(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """The simulator's speed (``bench_simulator``, one core)."""
+    per_million = s["seconds"] * 1e6 / s["impressions"]
+    return [
+        _row(
+            "simulator_seconds_per_million",
+            "simulator: seconds per million impressions (one core)",
+            per_million,
+            f"{per_million:.1f} s ({s['impressions_per_second']:,.0f} impressions/s, peak "
+            f"{s['peak_rss_mib']:,.0f} MiB)",
+            f"<= {SIMULATOR_TARGET_SECONDS:.0f} s (a million impressions in seconds)",
+            per_million <= SIMULATOR_TARGET_SECONDS,
+            SIMULATOR_TARGET_SECONDS,
+            "s",
+        )
+    ]
+
+
+FIGURES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
+    "simulator": simulator_figures,
+    "training": training_figures,
+    "retrieval": retrieval_figures,
+    "scale": scale_figures,
+}
+
+
+def collect(
+    runs: dict[str, dict[str, Any]],
+    load: dict[str, Any] | None,
+    parts: Path = PARTS,
+    results_file: Path = RESULTS,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Assemble the results file from the per-benchmark files (a missing or failed one is listed as such)."""
+    from dmtl.io import read_json, write_json
+
+    previous = read_json(results_file) if results_file.exists() else {}
+    figures: list[dict[str, Any]] = []
+    benchmarks: dict[str, Any] = {}
+    all_runs: dict[str, dict[str, Any]] = {}
+    for name in BENCHMARKS:
+        part = parts / f"{name}.json"
+        run = dict(runs.get(name) or previous.get("runs", {}).get(name) or {})
+        if part.exists():
+            benchmarks[name] = read_json(part)
+            figures.extend(FIGURES[name](benchmarks[name]))
+            run.setdefault("status", "ok")
+        else:
+            benchmarks[name] = None
+            if run.get("status", "ok") == "ok":
+                run["status"] = "not run"
+        all_runs[name] = run
+    results = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "load_average": load or previous.get("load_average"),
+        # None: each benchmark ran with its own default (2 threads for torch and faiss).
+        "threads": threads if load is not None else previous.get("threads"),
+        "runs": all_runs,
+        "figures": figures,
+        "benchmarks": benchmarks,
+    }
+    write_json(results, results_file)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=None)
+    parser.add_argument("--collect", action="store_true", help="only rebuild results.json from the files")
+    parser.add_argument("--max-load", type=float, default=1.0, help="wait until the 1-min load is this low")
+    parser.add_argument("--max-wait", type=float, default=900.0, help="wait at most this many seconds")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per benchmark")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="torch and faiss threads (default: each benchmark's own, 2); 'auto': 2 if the load fell to "
+        "--max-load, else 1",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="small sizes; write under benchmarks/results/smoke"
+    )
+    args = parser.parse_args(argv)
+    parts = PARTS / "smoke" if args.smoke else PARTS
+    results_file = parts / "results.json" if args.smoke else RESULTS
+    runs: dict[str, dict[str, Any]] = {}
+    load = None
+    threads = None if args.threads in (None, "auto") else int(args.threads)
+    if not args.collect:
+        load = wait_for_quiet(args.max_load, args.max_wait)
+        if args.threads == "auto" and load["at_start"][0] > args.max_load:
+            # Two OpenMP threads per process on two busy cores wait on each other at every parallel region
+            # (slowdowns of 10x and more were seen here); one thread per process degrades gracefully.
+            threads = 1
+            load["threads_reason"] = (
+                f"load {load['at_start'][0]:.2f} > {args.max_load}: one thread per process"
+            )
+        elif threads is not None:
+            load["threads_reason"] = f"--threads {threads}"
+        for name in args.only or list(BENCHMARKS):
+            start_load = list(os.getloadavg())
+            runs[name] = {
+                "load_average_start": start_load,
+                **run_benchmark(name, args.timeout, parts, args.smoke, threads),
+            }
+    results = collect(runs, load, parts, results_file, threads)
+    width = max(len(r["name"]) for r in results["figures"]) if results["figures"] else 0
+    for r in results["figures"]:
+        flag = {True: "met", False: "NOT MET", None: "info"}[r["met"]]
+        print(f"{r['name']:<{width}}  {r['measured']}  [target {r['target']}: {flag}]")
+    failed = [n for n, r in results["runs"].items() if r["status"] != "ok"]
+    if failed:
+        print(f"not run or failed: {failed}")
+    print(f"wrote {results_file}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
