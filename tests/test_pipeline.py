@@ -129,12 +129,15 @@ def test_p_ctr_x_duration_target_formula():
 
     from dmtl.training import soft_label_from_teacher
 
-    out = {"p_ctr": torch.tensor([0.5, 0.2, 0.9]), "dur_log": torch.log1p(torch.tensor([30.0, 300.0, 0.0]))}
+    out = {
+        "p_ctr": torch.tensor([0.5, 0.2, 0.9, 0.9]),
+        "dur_log": torch.log1p(torch.tensor([30.0, 300.0, 0.0, 300.0])),
+    }
     soft = soft_label_from_teacher(out, "p_ctr_x_duration", duration_cap=100.0)
-    # p_ctr * E[duration | click] / cap, clipped to [0, 1]
-    torch.testing.assert_close(soft, torch.tensor([0.15, 0.2, 0.0]))
+    # p_ctr * E[duration | click] / cap, clipped to [0, 1]: 0.5*0.3, 0.2*3, 0.9*0, min(0.9*3, 1)
+    torch.testing.assert_close(soft, torch.tensor([0.15, 0.6, 0.0, 1.0]))
     assert torch.equal(
-        soft_label_from_teacher(out | {"p_ctcvr": torch.ones(3)}, "p_ctcvr", 1.0), torch.ones(3)
+        soft_label_from_teacher(out | {"p_ctcvr": torch.ones(4)}, "p_ctcvr", 1.0), torch.ones(4)
     )
     with pytest.raises(ValueError, match="p_ctcvr"):
         soft_label_from_teacher(out, "p_cvr", 1.0)
