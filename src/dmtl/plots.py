@@ -15,6 +15,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 MODEL_ORDER = ("teacher", "dmtl", "ctr", "duration_regression", "weighted_lr", "ctcvr_hard")
+# One colour per model in every figure, so a line or bar means the same model across panels and plots.
+MODEL_COLORS = {
+    "teacher": "#444444",
+    "dmtl": "#d62728",
+    "ctr": "#1f77b4",
+    "duration_regression": "#2ca02c",
+    "weighted_lr": "#ff7f0e",
+    "ctcvr_hard": "#9467bd",
+}
 
 
 def _order(models: Sequence[str]) -> list[str]:
@@ -57,7 +66,7 @@ def metric_bars(
                 [(b if b is not None else mu) - mu for mu, b in zip(means, hi, strict=True)],
             ]
         )
-        colors = ["#444444" if m == "teacher" else ("#d62728" if m == "dmtl" else "#1f77b4") for m in models]
+        colors = [MODEL_COLORS.get(m, "#7f7f7f") for m in models]
         ax.bar(range(len(models)), means, yerr=err, color=colors, capsize=4)
         ax.set_xticks(range(len(models)), models, rotation=35, ha="right")
         finite = [x for x in lo + hi if x is not None]
@@ -106,25 +115,29 @@ def paired_differences(summary: Mapping[str, Any], metric: str, path: str | Path
 def sweep_summary(
     results: pd.DataFrame, param: str, metrics: Sequence[str], path: str | Path | None = None
 ) -> plt.Figure:
-    """Mean and interval of each metric across a sweep's values, one line per student."""
+    """Mean and interval of each metric across a sweep's values, one line per model (same colours throughout)."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5))
+    handles: dict[str, Any] = {}
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         part = results[results["metric"] == metric]
-        for model, g in part.groupby("model", sort=False):
+        for model in _order(list(part["model"].unique())):
+            g = part[part["model"] == model]
             x = np.arange(len(g))
-            ax.errorbar(
+            h = ax.errorbar(
                 x,
                 g["mean"],
                 yerr=[g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]],
                 marker="o",
                 capsize=3,
                 label=model,
+                color=MODEL_COLORS.get(model),
             )
+            handles.setdefault(model, h)
             ax.set_xticks(x, [str(v) for v in g["value"]])
         ax.set_xlabel(param)
         ax.set_title(metric)
-    np.atleast_1d(axes)[0].legend()
-    fig.tight_layout()
+    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return save(fig, path)
 
 
