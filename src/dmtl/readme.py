@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dmtl.io import atomic_path, read_json
-from dmtl.report import HEADLINE, _fmt, ordered_models
+from dmtl.report import HEADLINE, _fmt, ordered_models, verdict_text
 
 KEY_METRICS = (
     "auc_ctcvr",
@@ -42,6 +42,7 @@ def results_markdown(summary: dict[str, Any], title: str) -> str:
     for model in ordered_models(list(summary["models"])):
         cells = [_fmt(summary["models"][model].get(m), 3) for m in metrics]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
+    lines += ["", "In short (each verdict follows from the paired interval below):", "", verdict_text(summary)]
     lines += ["", "Paired difference `dmtl − competitor` (same seeds) and verdict:", ""]
     lines += ["| competitor | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
     for key, per_metric in summary["comparisons"].items():
