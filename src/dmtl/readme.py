@@ -59,7 +59,8 @@ def benchmark_markdown(results: dict[str, Any]) -> str:
     rows = results.get("figures", [])
     lines = ["| figure | measured | target | met |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.get('name')} | {r.get('measured')} | {r.get('target')} | {r.get('met')} |")
+        met = {True: "yes", False: "**no**", None: "—"}.get(r.get("met"), str(r.get("met")))
+        lines.append(f"| {r.get('name')} | {r.get('measured')} | {r.get('target')} | {met} |")
     return "\n".join(lines)
 
 
