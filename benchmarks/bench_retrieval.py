@@ -79,9 +79,9 @@ def run(
     exact_qps = n_queries / exact_s
     print(f"exact: {exact_qps:,.0f} queries/s ({n_queries:,} queries x {n_items:,} items)", flush=True)
     rows: list[dict[str, Any]] = []
-    index, build_s = _timed(R.build_ann_index, items, "ivf_flat", nlist=nlist, nprobe=1, seed=seed)
-    for nprobe in nprobes:
-        index.nprobe = min(nprobe, nlist)
+
+    def measure(index: Any, build_s: float, label: str) -> None:
+        """Time one search setting of ``index`` and record its recall against exact search."""
         (_, approx), search_s = _timed(R.ann_topk, index, queries, K)
         rows.append(
             {
@@ -92,28 +92,19 @@ def run(
             }
         )
         print(
-            f"ivf_flat nlist={nlist} nprobe={nprobe}: {rows[-1]['queries_per_second']:,.0f} queries/s, "
-            f"recall@100 {rows[-1]['recall_at_100']:.4f}",
+            f"{label}: {rows[-1]['queries_per_second']:,.0f} queries/s, recall@100 {rows[-1]['recall_at_100']:.4f}",
             flush=True,
         )
+
+    index, build_s = _timed(R.build_ann_index, items, "ivf_flat", nlist=nlist, nprobe=1, seed=seed)
+    for nprobe in nprobes:
+        index.nprobe = min(nprobe, nlist)
+        measure(index, build_s, f"ivf_flat nlist={nlist} nprobe={nprobe}")
     if hnsw:
         index, build_s = _timed(R.build_ann_index, items, "hnsw", m=32, ef_construction=80, ef_search=128)
         for ef in (64, 128, 256):
             index.hnsw.efSearch = ef
-            (_, approx), search_s = _timed(R.ann_topk, index, queries, K)
-            rows.append(
-                {
-                    **R.describe_index(index),
-                    "build_seconds": build_s,
-                    "queries_per_second": n_queries / search_s,
-                    "recall_at_100": R.index_recall(exact, approx),
-                }
-            )
-            print(
-                f"hnsw ef_search={ef}: {rows[-1]['queries_per_second']:,.0f} queries/s, "
-                f"recall@100 {rows[-1]['recall_at_100']:.4f}",
-                flush=True,
-            )
+            measure(index, build_s, f"hnsw ef_search={ef}")
     good = [r for r in rows if r["recall_at_100"] >= TARGET_RECALL]
     best = (
         max(good, key=lambda r: r["queries_per_second"])

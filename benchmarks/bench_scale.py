@@ -98,11 +98,11 @@ def run_size(
     from dmtl import retrieval as R
     from dmtl.data import ImpressionTensors
     from dmtl.features import prepare
-    from dmtl.models.two_tower import TwoTower
     from dmtl.simulator import make_config, simulate
     from dmtl.training import (
         StudentModule,
         TeacherModule,
+        build_student,
         build_teacher,
         fit,
         predict_teacher,
@@ -146,15 +146,7 @@ def run_size(
             data.soft_label = torch.from_numpy(np.asarray(soft, dtype=np.float32))
         with mem.stage("student"):
             common, hp = params["students"]["common"], params["students"]["dmtl"]
-            model = TwoTower(
-                prepared.user_cardinalities,
-                prepared.item_cardinalities,
-                emb_dim=hp["emb_dim"],
-                tower_dims=tuple(common["tower_dims"]),
-                out_dim=common["out_dim"],
-                score=common["score"],
-                temperature=common["temperature"],
-            )
+            model = build_student(cards, common, hp)
             student = StudentModule(model, "dmtl", hp, prepared.meta["mean_clicked_train_duration"])
             fit(student, data, train, seed)
         with mem.stage("embeddings"):
