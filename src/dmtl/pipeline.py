@@ -212,10 +212,10 @@ def load_soft_labels(root: str | Path, seed: int, target: str, duration_cap: flo
 def run_student(params: Mapping[str, Any], name: str, root: str | Path = ".") -> dict[str, Any]:
     """Train student ``name`` for every seed and export its user and item embeddings."""
     from dmtl.data import ImpressionTensors
-    from dmtl.models.two_tower import TwoTower
     from dmtl.training import (
         StudentModule,
         TeacherModule,
+        build_student,
         build_teacher,
         fit,
         save_state,
@@ -237,15 +237,7 @@ def run_student(params: Mapping[str, Any], name: str, root: str | Path = ".") ->
             soft = load_soft_labels(root, seed, hp["target"], duration_cap)
         tensors = ImpressionTensors(prepared, soft_labels=soft)
         seed_everything(seed, train["threads"])
-        model = TwoTower(
-            prepared.user_cardinalities,
-            prepared.item_cardinalities,
-            emb_dim=hp["emb_dim"],
-            tower_dims=tuple(common["tower_dims"]),
-            out_dim=common["out_dim"],
-            score=common["score"],
-            temperature=common["temperature"],
-        )
+        model = build_student(_cards(prepared), common, hp)
         teacher = None
         if joint:
             teacher = TeacherModule(build_teacher(_cards(prepared), params["teacher"]), params["teacher"])

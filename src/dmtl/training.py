@@ -64,6 +64,21 @@ def build_teacher(
     )
 
 
+def build_student(
+    cards: Mapping[str, list[int]], common: Mapping[str, Any], hp: Mapping[str, Any]
+) -> TwoTower:
+    """The two-tower student every target shares (``students.common``), sized by its own ``emb_dim``."""
+    return TwoTower(
+        cards["user"],
+        cards["item"],
+        emb_dim=hp["emb_dim"],
+        tower_dims=tuple(common["tower_dims"]),
+        out_dim=common["out_dim"],
+        score=common["score"],
+        temperature=common["temperature"],
+    )
+
+
 def _context(batch: Mapping[str, torch.Tensor], use_position: bool) -> torch.Tensor:
     ctx = batch["context_x"]
     return ctx if use_position else ctx[:, :0]
@@ -82,7 +97,12 @@ class TeacherModule(L.LightningModule):
         return self.model(batch["user_x"], batch["item_x"], _context(batch, self.hp["use_position"]))
 
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = self(batch)
+        return self.loss_from(self(batch), batch)
+
+    def loss_from(
+        self, out: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The teacher's loss for outputs ``out`` already computed on ``batch``."""
         return teacher_loss(
             out,
             batch["click"],
@@ -141,10 +161,12 @@ class StudentModule(L.LightningModule):
     def _soft_label(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
         if self.teacher is None:
             return batch.get("soft_label"), torch.zeros((), device=self.device)
-        t_loss, _ = self.teacher._loss(batch)
-        with torch.no_grad():
-            out = self.teacher(batch)
-        return soft_label_from_teacher(out, self.soft_target, self.duration_cap), t_loss
+        # One teacher forward per step: its loss trains the teacher; the detached outputs are the soft labels
+        # (stop-gradient: the distillation loss never moves the teacher).
+        out = self.teacher(batch)
+        t_loss, _ = self.teacher.loss_from(out, batch)
+        detached = {k: v.detach() for k, v in out.items() if v is not None}
+        return soft_label_from_teacher(detached, self.soft_target, self.duration_cap), t_loss
 
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         soft, t_loss = self._soft_label(batch)
