@@ -37,6 +37,21 @@ BatchNorm after every linear layer (gates included), its DSSM scores ``sigmoid(c
 start at N(0, 1e-4). They change the model's cost per sample, which is why each side's model-only limit is
 reported too: the speed-up then splits into model cost and data-path cost.
 
+Its DSSM does not learn this task, and that is its design, not a bug of this harness: each tower ends in
+BatchNorm + ReLU before the L2 normalisation, so both embeddings are non-negative, the cosine lies in
+[0, 1] and the score ``sigmoid(cosine)`` in [0.5, 0.731]. The soft labels average a few percent, so BCE
+drives every score to the 0.5 floor and the ranking collapses (test AUC about 0.5; the score range and the
+labels' mean are recorded). The AUC check ("on par") asks that this project's AUC is not more than 0.01
+below torch-rechub's, so the student's figure passes it, but the student speed-up compares a model that
+learns with one that does not, at the same cost per step.
+
+Why 10x is out of reach here: the speed-up is bounded by this project's model-only throughput over
+torch-rechub's whole loop. Fed a dict of numpy arrays (its multi-task example), torch-rechub's teacher loop
+reaches about 60% of its own model-only speed, and its model-only speed is within about 1.3x of ours (the
+same GEMMs, plus its BatchNorm), so even a free data path on our side gives about 2x. Its loop drops to
+about 10% of our speed only when fed a pandas DataFrame, as its ranking examples do; that ratio is recorded
+as context, not as the result.
+
 No assertion on speed anywhere: a machine's speed is not a property of the code. The figures are printed
 and written as JSON, with the load average at the start and end, since the machine may be shared.
 """
@@ -66,6 +81,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from dmtl import params as P  # noqa: E402
 from dmtl.data import BatchStream, ImpressionTensors  # noqa: E402
 from dmtl.features import Prepared, prepare  # noqa: E402
 from dmtl.io import write_json  # noqa: E402
@@ -107,6 +123,8 @@ STUDENT_HP: dict[str, Any] = {
     "loss": "bce",
     "hard_weight": 0.0,
 }
+# Lightning steps group this many batches, as in the study (params.yaml train.steps_per_call).
+STEPS_PER_CALL: int = P.load(REPO / "params.yaml")["train"]["steps_per_call"]
 TARGET_SPEEDUP = 10.0
 TARGET_LOOP_SHARE = 0.90
 TARGET_AUC_GAP = 0.01  # "on par": this project's test AUC at most this far below torch-rechub's
@@ -118,8 +136,6 @@ TARGET_AUC_GAP = 0.01  # "on par": this project's test AUC at most this far belo
 def peer_data(preset: str, params_file: Path = REPO / "params.yaml") -> Prepared:
     """The study's simulated world (``data.sim_seed``) at ``preset``, prepared as the study prepares it;
     both libraries read its encoded arrays."""
-    from dmtl import params as P
-
     data = P.load(params_file, {"data.preset": preset})["data"]
     log, _ = simulate(make_config(preset, data["sim"]), data["sim_seed"])
     return prepare(log, data["val_days"], data["test_days"], data["tau"])
@@ -164,7 +180,8 @@ class EpochTimer(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._n += len(batch["click"])
+        # A training step takes a group of batches (train.steps_per_call).
+        self._n += sum(len(b["click"]) for b in batch) if isinstance(batch, list) else len(batch["click"])
 
     def _stop(self) -> None:
         if self._start is not None:
@@ -217,6 +234,7 @@ def _train_params(batch_size: int, epochs: int, threads: int) -> dict[str, Any]:
         "num_nodes": 1,
         "precision": "32-true",
         "threads": threads,
+        "steps_per_call": STEPS_PER_CALL,
     }
 
 
@@ -693,6 +711,10 @@ def run(
         "model_only_samples_per_second": peer_limit,
         "auc_click": auc(c_test, p),
         "auc_ctcvr": auc(cc_test, p),
+        # DSSM scores sigmoid(cosine) of ReLU-ended towers: always in [0.5, 0.731]. The range on the test
+        # days and the soft labels' mean show why it cannot fit targets of a few percent (module docstring).
+        "test_score_range": [float(p.min()), float(p.max())],
+        "train_soft_label_mean": float(y_soft.mean()),
     }
     peer_s["loop_share_of_model_only"] = peer_s["samples_per_second"] / peer_limit
     log(f"student, torch-rechub: model-only {peer_limit:,.0f}/s, loop {peer_s['samples_per_second']:,.0f}/s")

@@ -38,7 +38,8 @@ class RankRecorder(Callback):
         self.folder = folder
 
     def on_train_start(self, trainer, pl_module) -> None:  # noqa: ANN001 -- Lightning's hook signature
-        n_batches = len(trainer.train_dataloader)
+        # Batches, not Lightning steps: a step takes a group of train.steps_per_call batches.
+        n_batches = len(trainer.datamodule.train_stream)
         (self.folder / f"rank_{trainer.global_rank}.txt").write_text(
             f"{trainer.global_rank} {trainer.world_size} {n_batches}"
         )

@@ -73,3 +73,34 @@ def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tm
     pd.testing.assert_frame_equal(ctr_point, ctr_main)
     dmtl_main = main[main.model == "dmtl"]["auc_ctcvr"].to_numpy()
     assert not (table[table.model == "dmtl"]["auc_ctcvr"].to_numpy() == dmtl_main).all()
+
+
+def test_points_run_side_by_side_give_the_sequential_results(tiny_run, tiny_params, tmp_path):
+    """sweeps.workers = 2: two grid points execute their notebooks at once (papermill, one thread each),
+    and the table equals the one the points give run one after the other in this process."""
+    import yaml
+
+    base_root = tmp_path / "base"
+    base_root.mkdir()
+    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    (base_root / "artifacts").symlink_to(tiny_run / "artifacts")
+    (base_root / "metrics").symlink_to(tiny_run / "metrics")
+    assert tiny_params["sweeps"]["workers"] == 2
+    results = {}
+    for mode, papermill in (("parallel", True), ("sequential", False)):
+        results[mode] = sweep.run_sweep(
+            "students.dmtl.hard_weight",
+            [0.5, 1.0],
+            tmp_path / mode / "out",
+            tmp_path / mode / "runs",
+            params_file=base_root / "params.yaml",
+            base_root=base_root,
+            use_papermill=papermill,
+        )
+    # Both points really ran as notebooks, side by side: their runs overlap in time.
+    from dmtl.timings import notebook_span
+
+    spans = [notebook_span(p) for p in sorted((tmp_path / "parallel" / "runs").glob("*/sweep_point.ipynb"))]
+    assert len(spans) == 2 and all(spans)
+    assert max(s for s, _ in spans) < min(e for _, e in spans)
+    pd.testing.assert_frame_equal(results["parallel"], results["sequential"])

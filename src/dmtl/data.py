@@ -18,27 +18,28 @@ from torch.utils.data import DataLoader, IterableDataset
 from dmtl.features import Prepared
 
 
+def _tensor(values: object, dtype: type) -> torch.Tensor:
+    """A tensor sharing the array's memory where it can; a read-only array (pandas copy-on-write views) is
+    copied once, since torch cannot hold read-only memory."""
+    a = values.to_numpy(dtype=dtype) if hasattr(values, "to_numpy") else np.asarray(values, dtype=dtype)
+    return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+
 class ImpressionTensors:
     """All impressions of a :class:`Prepared` dataset as tensors, plus the user and item feature tables."""
 
     def __init__(self, prepared: Prepared, soft_labels: np.ndarray | None = None):
         imp = prepared.impressions
-        self.user_table = torch.from_numpy(
-            prepared.users[prepared.meta["user_features"]].to_numpy(dtype=np.int64)
-        )
-        self.item_table = torch.from_numpy(
-            prepared.items[prepared.meta["item_features"]].to_numpy(dtype=np.int64)
-        )
-        self.user_idx = torch.from_numpy(imp["user_idx"].to_numpy(dtype=np.int64))
-        self.item_idx = torch.from_numpy(imp["item_idx"].to_numpy(dtype=np.int64))
-        self.context = torch.from_numpy(imp[prepared.meta["context_features"]].to_numpy(dtype=np.int64))
-        self.click = torch.from_numpy(imp["click"].to_numpy(dtype=np.float32))
-        self.long_read = torch.from_numpy(imp["long_read"].to_numpy(dtype=np.float32))
-        self.duration = torch.from_numpy(imp["duration"].to_numpy(dtype=np.float32))
+        self.user_table = _tensor(prepared.users[prepared.meta["user_features"]], np.int64)
+        self.item_table = _tensor(prepared.items[prepared.meta["item_features"]], np.int64)
+        self.user_idx = _tensor(imp["user_idx"], np.int64)
+        self.item_idx = _tensor(imp["item_idx"], np.int64)
+        self.context = _tensor(imp[prepared.meta["context_features"]], np.int64)
+        self.click = _tensor(imp["click"], np.float32)
+        self.long_read = _tensor(imp["long_read"], np.float32)
+        self.duration = _tensor(imp["duration"], np.float32)
         self.split = imp["split"].to_numpy()
-        self.soft_label = (
-            None if soft_labels is None else torch.from_numpy(np.asarray(soft_labels, dtype=np.float32))
-        )
+        self.soft_label = None if soft_labels is None else _tensor(soft_labels, np.float32)
 
     def __len__(self) -> int:
         return len(self.click)
@@ -98,20 +99,55 @@ class BatchStream(IterableDataset):
             yield self.data.batch(rows[start : start + self.batch_size])
 
 
+class StepGroups(IterableDataset):
+    """Consecutive batches of a :class:`BatchStream` in lists of up to ``k``: one Lightning step each.
+
+    The training step loops over the list and takes one optimizer step per batch, so the batches, their
+    order and the updates are those of ``k = 1``; only Lightning's fixed cost per step is paid once per
+    ``k`` batches (``train.steps_per_call``, like Keras' ``steps_per_execution``).
+    """
+
+    def __init__(self, stream: BatchStream, k: int):
+        super().__init__()
+        if int(k) < 1:
+            raise ValueError(f"steps_per_call must be >= 1, got {k}")
+        self.stream, self.k = stream, int(k)
+
+    def __len__(self) -> int:
+        return (len(self.stream) + self.k - 1) // self.k
+
+    def __iter__(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        group: list[dict[str, torch.Tensor]] = []
+        for batch in self.stream:
+            group.append(batch)
+            if len(group) == self.k:
+                yield group
+                group = []
+        if group:
+            yield group
+
+
 class ImpressionDataModule(L.LightningDataModule):
-    """Train on the training split, validate on the validation days (early stopping)."""
+    """Train on the training split (batches grouped by ``steps_per_call``), validate on the validation
+    days (early stopping)."""
 
     def __init__(
-        self, data: ImpressionTensors, batch_size: int, seed: int, eval_batch_size: int | None = None
+        self,
+        data: ImpressionTensors,
+        batch_size: int,
+        seed: int,
+        eval_batch_size: int | None = None,
+        steps_per_call: int = 1,
     ):
         super().__init__()
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.train_stream = BatchStream(data, data.indices("train"), batch_size, shuffle=True, seed=seed)
+        self.train_groups = StepGroups(self.train_stream, steps_per_call)
         self.val_stream = BatchStream(data, data.indices("val"), self.eval_batch_size, shuffle=False)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_stream, batch_size=None, num_workers=0)
+        return DataLoader(self.train_groups, batch_size=None, num_workers=0)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_stream, batch_size=None, num_workers=0)

@@ -167,6 +167,7 @@ SPEC: dict[str, Any] = {
         "num_nodes": _number(1, None, True),
         "precision": _choice("32-true", "32", "16-mixed", "bf16-mixed", "64-true"),
         "threads": _number(1, 256, True),
+        "steps_per_call": _number(1, 4096, True),
     },
     "teacher": {
         "backbone": _choice("mmoe", "shared_bottom"),
@@ -225,6 +226,7 @@ SPEC: dict[str, Any] = {
     "sweeps": {
         "seeds": _int_list(lo=0, unique=True),
         "students": _subset(*STUDENT_NAMES, allow_empty=False),
+        "workers": _number(1, 64, True),
         "grid": _mapping,
     },
 }

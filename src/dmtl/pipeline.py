@@ -205,7 +205,7 @@ def load_soft_labels(root: str | Path, seed: int, target: str, duration_cap: flo
     from dmtl.training import soft_label_from_teacher
 
     pred = pd.read_parquet(Paths(root).teacher("default", seed) / "predictions.parquet")
-    out = {k: torch.from_numpy(pred[k].to_numpy()) for k in pred.columns}
+    out = {k: torch.from_numpy(pred[k].to_numpy(copy=True)) for k in pred.columns}
     return soft_label_from_teacher(out, target, duration_cap).numpy()
 
 
@@ -356,6 +356,7 @@ def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str,
     raw_users = prepared.users["raw_user_id"].to_numpy()[users]
 
     per_seed: list[dict[str, Any]] = []
+    oracle_lists: dict[int, np.ndarray] = {}  # row of per_seed -> its exact top-K (simulator only)
     samples = []
     for seed in seeds:
         pred = pd.read_parquet(paths.teacher("default", seed) / "predictions.parquet")
@@ -389,11 +390,8 @@ def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str,
                 row[f"recall_long_ann@{k}"] = rl_ann[k]
                 row[f"bait_share@{k}"] = bs[k]
             if oracle is not None:
-                ort = _oracle_read_time(
-                    oracle, raw_users, prepared.items["raw_item_id"].to_numpy(), exact, ks
-                )
-                for k in ks:
-                    row[f"oracle_read_time@{k}"] = ort[k]
+                # Scored after the loop, in one pass over the oracle's matrix for all lists.
+                oracle_lists[len(per_seed)] = exact.astype(np.int32)
             per_seed.append(row)
             if seed == seeds[0]:
                 rng = np.random.default_rng(0)
@@ -409,6 +407,10 @@ def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str,
                         }
                     )
                 )
+    if oracle_lists:
+        ort = _oracle_read_time(oracle, raw_users, prepared.items["raw_item_id"].to_numpy(), oracle_lists, ks)
+        for i, by_k in ort.items():
+            per_seed[i].update({f"oracle_read_time@{k}": by_k[k] for k in ks})
     table = pd.DataFrame(per_seed)
     write_parquet(table, paths.metrics / "per_seed.parquet")
     metric_names = [c for c in table.columns if c not in ("model", "seed")]
@@ -440,18 +442,23 @@ def _oracle_read_time(
     oracle: Any,
     raw_users: np.ndarray,
     raw_items: np.ndarray,
-    topk: np.ndarray,
+    lists: Mapping[Any, np.ndarray],
     ks: Sequence[int],
     chunk: int = 2048,
-) -> dict[int, float]:
-    """oracle_read_time@K averaged over users, computed over the corpus in chunks of users."""
-    total = {k: 0.0 for k in ks}
+) -> dict[Any, dict[int, float]]:
+    """oracle_read_time@K averaged over users for each top-K list of ``lists`` (same users, same order).
+
+    The oracle's expected-reading-time matrix is the same for every model and seed, so it is computed once
+    per chunk of users and every list is scored against it.
+    """
+    total = {key: {k: 0.0 for k in ks} for key in lists}
     for s in range(0, len(raw_users), chunk):
         ert = oracle.expected_read_time(raw_users[s : s + chunk], raw_items)
-        per_user = M.oracle_read_time_at_k(topk[s : s + chunk], ert, ks, return_per_user=True)
-        for k in ks:
-            total[k] += float(np.sum(per_user[k]))
-    return {k: total[k] / len(raw_users) for k in ks}
+        for key, topk in lists.items():
+            per_user = M.oracle_read_time_at_k(topk[s : s + chunk], ert, ks, return_per_user=True)
+            for k in ks:
+                total[key][k] += float(np.sum(per_user[k]))
+    return {key: {k: by_k[k] / len(raw_users) for k in ks} for key, by_k in total.items()}
 
 
 def _write_plots(table: pd.DataFrame, ks: Sequence[int], paths: Paths, samples: pd.DataFrame | None) -> None:

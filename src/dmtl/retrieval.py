@@ -200,10 +200,12 @@ def index_recall(exact_idx: np.ndarray, approx_idx: np.ndarray) -> float:
     n_users, k = exact.shape
     if n_users == 0 or k == 0:
         return float("nan")
-    # Row-offset keys turn per-row set intersection into one sorted membership test.
+    # Row-offset keys turn per-row set intersection into one sorted membership test. Sorting each row and
+    # adding its offset gives globally sorted keys (a -1 slot becomes ``row * base - 1``, which no kept
+    # approximate key can equal), so no global sort or de-duplication is needed.
     base = int(max(exact.max(), approx.max())) + 2
     rows = np.arange(n_users, dtype=np.int64)[:, None] * base
-    exact_keys = np.unique((rows + exact)[exact >= 0])
+    exact_keys = (rows + np.sort(exact, axis=1)).ravel()
     approx_sorted = np.sort(approx, axis=1)
     keep = approx_sorted >= 0
     keep[:, 1:] &= approx_sorted[:, 1:] != approx_sorted[:, :-1]

@@ -174,17 +174,27 @@ def run_sweep(
     runs = Path(runs_dir)
     if runs.exists():
         shutil.rmtree(runs)  # a sweep always starts clean: no half-finished grid point is reused
-    tables = []
-    for value in values:
+    tables: list[pd.DataFrame | None] = [None] * len(values)
+    todo: list[tuple[int, Any, Path, dict[str, Any]]] = []
+    for i, value in enumerate(values):
         overrides = {**(extra_overrides or {}), **point_overrides(base, param, value)}
         point = P.apply_overrides(base, overrides)  # fail before any work on a bad value
-        root = runs / _value_dir(value)
         reused = reuse_main_run(base, point, param, value, Path(base_root))
         if reused is not None:
             # This grid point is the main run's configuration: its per-seed metrics are already computed
             # (same params, same seeds, deterministic stages), so they are read, not recomputed.
-            tables.append(reused.assign(value=str(value)))
-            continue
+            tables[i] = reused.assign(value=str(value))
+        else:
+            todo.append((i, value, runs / _value_dir(value), overrides))
+    # Points run side by side (sweeps.workers), each with its share of train.threads, so two points on two
+    # cores each keep one core busy instead of both waiting on every small parallel region of one point.
+    parallel = min(int(base["sweeps"]["workers"]), len(todo)) if use_papermill else 1
+    if parallel > 1:
+        threads = max(1, int(base["train"]["threads"]) // parallel)
+        todo = [(i, v, root, {**o, "train.threads": threads}) for i, v, root, o in todo]
+
+    def run_one(item: tuple[int, Any, Path, dict[str, Any]]) -> tuple[int, pd.DataFrame]:
+        i, value, root, overrides = item
         if use_papermill:
             execute(
                 Path(__file__).resolve().parents[2] / "notebooks" / "sweep_point.ipynb"
@@ -204,7 +214,18 @@ def run_sweep(
             table = pd.read_parquet(Paths(root).metrics / "per_seed.parquet")
         else:
             table = run_point(P.apply_overrides(base, overrides), root, start, base_root, param)
-        tables.append(table.assign(value=str(value)))
+        return i, table.assign(value=str(value))
+
+    if parallel > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # Each point is its own kernel process; the threads here only wait on them.
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            done = list(pool.map(run_one, todo))
+    else:
+        done = [run_one(item) for item in todo]
+    for i, table in done:
+        tables[i] = table
     per_seed = pd.concat(tables, ignore_index=True)
     level = base["eval"]["ci_level"]
     rows = []

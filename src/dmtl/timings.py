@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ def notebook_seconds(path: Path) -> float | None:
     return meta.get("duration")
 
 
+def notebook_span(path: Path) -> tuple[datetime, datetime] | None:
+    """Start and end time of an executed notebook (papermill metadata), if recorded."""
+    meta = json.loads(path.read_text()).get("metadata", {}).get("papermill", {})
+    if not meta.get("start_time") or not meta.get("end_time"):
+        return None
+    return datetime.fromisoformat(meta["start_time"]), datetime.fromisoformat(meta["end_time"])
+
+
 def collect(root: str | Path = ".") -> dict[str, Any]:
     root = Path(root)
     stages: dict[str, float] = {}
@@ -27,10 +36,13 @@ def collect(root: str | Path = ".") -> dict[str, Any]:
         if seconds is not None and not nb.name.endswith(".FAILED.ipynb"):
             stages[nb.stem] = round(float(seconds), 1)
     for sweep in sorted((root / "artifacts" / "sweeps").glob("*")):
-        points = [notebook_seconds(nb) for nb in sweep.glob("*/sweep_point.ipynb")]
-        points = [p for p in points if p is not None]
-        if points:
-            stages[f"sweep_{sweep.name}"] = round(float(sum(points)), 1)
+        # Points may run side by side (sweeps.workers): the sweep's time is the span from the first
+        # point's start to the last one's end, not the sum of their durations.
+        spans = [notebook_span(nb) for nb in sweep.glob("*/sweep_point.ipynb")]
+        spans = [s for s in spans if s is not None]
+        if spans:
+            seconds = (max(end for _, end in spans) - min(start for start, _ in spans)).total_seconds()
+            stages[f"sweep_{sweep.name}"] = round(seconds, 1)
     main = [k for k in stages if not k.startswith(("sweep_", "05_report", "tune", "benchmarks"))]
     return {
         "stages": stages,

@@ -60,7 +60,10 @@ class FeatureEmbedding(nn.Module):
                 f"indices out of range in field(s) {bad} (cardinalities {self.cardinalities}); encode unseen "
                 "values as 0, the OOV index"
             )
-        return self.embedding(x + self.offsets).flatten(1)
+        # index_select rather than nn.Embedding's own lookup: the same rows and gradient, but its backward
+        # (an index_add) is about twice as fast on CPU as embedding_dense_backward.
+        rows = (x + self.offsets).reshape(-1)
+        return self.embedding.weight.index_select(0, rows).view(x.shape[0], self.out_dim)
 
 
 class MLP(nn.Module):
