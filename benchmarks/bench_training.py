@@ -45,12 +45,12 @@ labels' mean are recorded). The AUC check ("on par") asks that this project's AU
 below torch-rechub's, so the student's figure passes it, but the student speed-up compares a model that
 learns with one that does not, at the same cost per step.
 
-Why 10x is out of reach here: the speed-up is bounded by this project's model-only throughput over
-torch-rechub's whole loop. Fed a dict of numpy arrays (its multi-task example), torch-rechub's teacher loop
-reaches about 60% of its own model-only speed, and its model-only speed is within about 1.3x of ours (the
-same GEMMs, plus its BatchNorm), so even a free data path on our side gives about 2x. Its loop drops to
-about 10% of our speed only when fed a pandas DataFrame, as its ranking examples do; that ratio is recorded
-as context, not as the result.
+Why 10x is out of reach here: no loop beats its own model-only limit, so the speed-up is bounded by this
+project's model-only throughput over torch-rechub's whole loop (``notebooks/benchmarks.ipynb`` computes
+that bound from the results). Fed a dict of numpy arrays (its multi-task example), torch-rechub's loop keeps
+a large share of its own model-only speed, and its model-only speed is close to ours (the same GEMMs, plus
+its BatchNorm), so the bound is a few x, not 10x. Its loop falls below a tenth of ours only when fed a
+pandas DataFrame, as its ranking examples do; that ratio is recorded as context, not as the result.
 
 No assertion on speed anywhere: a machine's speed is not a property of the code. The figures are printed
 and written as JSON, with the load average at the start and end, since the machine may be shared.
