@@ -211,6 +211,7 @@ SPEC: dict[str, Any] = {
         "ann": _choice("ivf_flat", "hnsw"),
         "ann_nlist": _number(1, None, True),
         "ann_nprobe": _number(1, None, True),
+        "ann_ef_search": _number(1, None, True),
         "ci_level": _number(0.5, 0.999),
         "reference": _choice(*STUDENT_NAMES),
         "bait_min_impressions": _number(1, None, True),

@@ -377,7 +377,7 @@ def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str,
             )
             q = np.ascontiguousarray(u[users])
             _, exact = R.exact_topk(q, v, k_max)
-            index = R.build_ann_index(v, ev["ann"], nlist=ev["ann_nlist"], nprobe=ev["ann_nprobe"], seed=seed)
+            index = R.build_ann_index(v, ev["ann"], **ann_settings(ev, seed))
             _, approx = R.ann_topk(index, q, k_max)
             row["ann_recall_vs_exact"] = R.index_recall(exact[:, :k_max], approx[:, :k_max])
             rc = M.recall_at_k(exact, click_pairs[0], click_pairs[1], ks)
@@ -436,6 +436,13 @@ def run_evaluate(params: Mapping[str, Any], root: str | Path = ".") -> dict[str,
     write_json(summary, paths.metrics / "metrics.json")
     _write_plots(table, ks, paths, pd.concat(samples, ignore_index=True) if samples else None)
     return summary
+
+
+def ann_settings(ev: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The approximate index's settings from ``params['eval']`` for its kind (``eval.ann``)."""
+    if ev["ann"] == "ivf_flat":
+        return {"nlist": ev["ann_nlist"], "nprobe": ev["ann_nprobe"], "seed": seed}
+    return {"ef_search": ev["ann_ef_search"]}
 
 
 def _oracle_read_time(
