@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "students": params["students"]["names"],
             "sweeps": sorted(params["sweeps"]["grid"]),
             "threads": params["train"]["threads"],
-            "overrides": {k: v for k, v in overrides.items()},
+            "overrides": dict(overrides),
         },
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "cpu_count": os.cpu_count(),

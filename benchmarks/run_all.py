@@ -139,6 +139,20 @@ def training_figures(t: dict[str, Any]) -> list[dict[str, Any]]:
                 "x",
             )
         )
+        # No loop beats its own model-only limit: this bounds any speed-up a faster data path could give.
+        bound = ours["model_only_samples_per_second"] / peer["samples_per_second"]
+        rows.append(
+            _row(
+                f"{model}_speedup_bound",
+                f"{label}: bound on the speed-up (our model-only limit / torch-rechub's loop)",
+                bound,
+                f"{bound:.1f}x ({ours['model_only_samples_per_second']:,.0f} / "
+                f"{peer['samples_per_second']:,.0f} samples/s)",
+                "context for the 10x target, not a target",
+                None,
+                unit="x",
+            )
+        )
         gap = min(f["auc_gap_click"], f["auc_gap_ctcvr"])
         rows.append(
             _row(
