@@ -53,6 +53,15 @@ class Prepared:
         return self.meta["context_cardinalities"]
 
     @property
+    def cardinalities(self) -> dict[str, list[int]]:
+        """Vocabulary sizes of the ``user``, ``item`` and ``context`` fields: what the models are built with."""
+        return {
+            "user": self.user_cardinalities,
+            "item": self.item_cardinalities,
+            "context": self.context_cardinalities,
+        }
+
+    @property
     def tau_seconds(self) -> float:
         return float(self.meta["tau_seconds"])
 

@@ -12,14 +12,18 @@ training regime): docs/protocol.md section 2.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-STUDENT_TARGETS = ("ctr", "duration_regression", "weighted_lr", "ctcvr_hard", "dmtl")
-DISTILL_LOSSES = ("bce", "mse", "kl")
+from dmtl.vocab import DISTILL_LOSSES, SOFT_TARGETS
+
+if TYPE_CHECKING:
+    from dmtl.config import DistillConfig
+
 SOFT_LABEL_EPS = 1e-6
 """Soft labels are clamped to ``[eps, 1 - eps]`` before being turned into logits (KL distillation)."""
 
@@ -62,10 +66,11 @@ def teacher_loss(
     out: Mapping[str, Tensor | None],
     click: Tensor,
     long_read: Tensor,
-    w_ctr: float = 1.0,
-    w_ctcvr: float = 1.0,
-    esmm: bool = True,
-    w_duration: float = 0.0,
+    *,
+    w_ctr: float,
+    w_ctcvr: float,
+    esmm: bool,
+    w_duration: float,
     duration: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The teacher's multi-task loss (docs/protocol.md section 1, "Teacher"; section 2 for the variants).
@@ -161,88 +166,142 @@ def distillation_loss(
     return t * t * bernoulli_kl_with_logits(soft_label_logit(soft) / t, logit / t).mean()
 
 
-def student_loss(
-    target: str,
-    logit: Tensor,
-    click: Tensor,
-    long_read: Tensor,
-    duration: Tensor,
-    soft_label: Tensor | None = None,
-    *,
-    distill_loss: str = "bce",
-    temperature: float = 1.0,
-    hard_weight: float = 0.0,
-    duration_scale: float = 1.0,
-) -> Tensor:
-    """The loss of one two-tower student, chosen by its training target (docs/protocol.md section 3).
+def soft_target_from_teacher(out: Mapping[str, Tensor], target: str, duration_cap: float) -> Tensor:
+    """The distillation target of docs/protocol.md section 2 from the teacher's outputs.
 
-    - ``ctr``: ``BCE(y_c, sigmoid(logit))``.
-    - ``duration_regression``: ``MSE(logit, log1p(duration))``, non-clicks at duration 0 (the "common
-      practice" the paper argues against).
-    - ``weighted_lr``: BCE on ``y_c`` with positives weighted ``duration / duration_scale`` and negatives 1
-      (Covington et al., RecSys 2016), summed and divided by the *batch size*: the minibatch loss is then an
-      unbiased estimate of the population loss, whose optimum has odds ``exp(logit) = E[duration] /
-      (duration_scale * (1 - CTR))``, about ``E[duration] / duration_scale`` at feed CTRs. (Dividing by the
-      batch's total weight would make it a ratio estimator and weight batches unequally.)
-    - ``ctcvr_hard``: ``BCE(y_c * y_d, sigmoid(logit))``.
-    - ``dmtl``: ``distillation_loss(logit, soft_label) + hard_weight * BCE(y_c * y_d, sigmoid(logit))``;
-      with ``hard_weight == 0`` the labels are not read at all.
+    ``p_ctr_x_duration`` is p_ctr times E[duration | click] from the teacher's duration head, divided by the
+    99th percentile of clicked training durations and clipped to 1 so it is a probability-like target.
+    """
+    if target in ("p_ctcvr", "p_ctr"):
+        return out[target]
+    if target == "p_ctr_x_duration":
+        expected = torch.expm1(out["dur_log"]).clamp(min=0.0)
+        return (out["p_ctr"] * (expected / duration_cap)).clamp(0.0, 1.0)
+    raise ValueError(f"unknown distillation target {target!r}; valid: {list(SOFT_TARGETS)}")
+
+
+Batch = Mapping[str, Tensor]
+"""A training batch (:mod:`dmtl.data`): ``click``, ``long_read``, ``duration`` and, for students that learn
+from the teacher, ``soft_label``; every tensor of shape ``(B,)``."""
+
+
+def _labels(logit: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    click, long_read, duration = batch["click"], batch["long_read"], batch["duration"]
+    _check_same_shape(
+        logit=logit, click=click, long_read=long_read, duration=duration, soft_label=batch.get("soft_label")
+    )
+    return click.to(logit.dtype), long_read.to(logit.dtype), duration.to(logit.dtype)
+
+
+def ctr_loss(logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None) -> Tensor:
+    """``ctr``: ``BCE(y_c, sigmoid(logit))``, the production baseline."""
+    click, _, _ = _labels(logit, batch)
+    return F.binary_cross_entropy_with_logits(logit, click)
+
+
+def duration_regression_loss(
+    logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
+) -> Tensor:
+    """``duration_regression``: ``MSE(logit, log1p(duration))``, non-clicks at duration 0 (the "common
+    practice" the paper argues against)."""
+    _, _, duration = _labels(logit, batch)
+    return ((logit - torch.log1p(duration)) ** 2).mean()
+
+
+def weighted_lr_loss(
+    logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
+) -> Tensor:
+    """``weighted_lr``: BCE on ``y_c`` with positives weighted ``duration / duration_scale``, negatives 1
+    (Covington et al., RecSys 2016).
+
+    Summed and divided by the *batch size*: the minibatch loss is then an unbiased estimate of the
+    population loss, whose optimum has odds ``exp(logit) = E[duration] / (duration_scale * (1 - CTR))``,
+    about ``E[duration] / duration_scale`` at feed CTRs. (Dividing by the batch's total weight would make it
+    a ratio estimator and weight batches unequally.)
+    """
+    click, _, duration = _labels(logit, batch)
+    if not duration_scale > 0:
+        raise ValueError(f"duration_scale must be > 0; got {duration_scale}")
+    if bool((duration < 0).any()):
+        raise ValueError("durations must be >= 0 seconds for weighted_lr")
+    weight = click * duration / duration_scale + (1.0 - click)
+    return F.binary_cross_entropy_with_logits(logit, click, weight=weight, reduction="sum") / logit.numel()
+
+
+def ctcvr_hard_loss(
+    logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
+) -> Tensor:
+    """``ctcvr_hard``: ``BCE(y_c * y_d, sigmoid(logit))``, the multi-task label without a teacher."""
+    click, long_read, _ = _labels(logit, batch)
+    return F.binary_cross_entropy_with_logits(logit, click * long_read)
+
+
+def dmtl_loss(logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None) -> Tensor:
+    """``dmtl``: ``distillation_loss(logit, soft_label) + hard_weight * BCE(y_c * y_d, sigmoid(logit))``.
+
+    With ``hard_weight == 0`` the labels are not read at all: the student learns from the teacher only.
+    """
+    if distill is None:
+        raise ValueError(
+            "a distilled student needs its distillation settings (students.<name>.distill_loss, ...)"
+        )
+    soft = batch.get("soft_label")
+    if soft is None:
+        raise ValueError("a distilled student needs soft_label (the teacher's probabilities) in its batch")
+    click, long_read, _ = _labels(logit, batch)
+    if distill.hard_weight < 0:
+        raise ValueError(f"hard_weight must be >= 0; got {distill.hard_weight}")
+    loss = distillation_loss(logit, soft, distill.distill_loss, distill.kl_temperature)
+    if distill.hard_weight > 0:
+        loss = loss + distill.hard_weight * F.binary_cross_entropy_with_logits(logit, click * long_read)
+    return loss
+
+
+StudentLoss = Callable[[Tensor, Batch, float, "DistillConfig | None"], Tensor]
+STUDENT_LOSSES: dict[str, StudentLoss] = {
+    "ctr": ctr_loss,
+    "duration_regression": duration_regression_loss,
+    "weighted_lr": weighted_lr_loss,
+    "ctcvr_hard": ctcvr_hard_loss,
+    "dmtl": dmtl_loss,
+}
+"""Each student of :data:`dmtl.vocab.STUDENTS` and its loss (docs/protocol.md section 3)."""
+
+
+def student_loss(
+    name: str, logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
+) -> Tensor:
+    """The loss of student ``name`` on one batch.
 
     Args:
-        target: one of :data:`STUDENT_TARGETS`.
+        name: a student of :data:`dmtl.vocab.STUDENTS`.
         logit: student scores ``<u, v>``, shape ``(B,)``.
-        click: ``y_c``, shape ``(B,)``.
-        long_read: ``y_d``, shape ``(B,)``.
-        duration: seconds, 0 for non-clicks, shape ``(B,)``.
-        soft_label: teacher probabilities in [0, 1], shape ``(B,)``; required for ``dmtl`` only.
-        distill_loss: ``dmtl`` only: one of :data:`DISTILL_LOSSES`.
-        temperature: ``dmtl`` with ``kl`` only: the distillation temperature ``T``.
-        hard_weight: ``dmtl`` only: weight of the hard CTCVR-label term.
-        duration_scale: ``weighted_lr`` only: seconds per unit of positive weight.
+        batch: the labels (and ``soft_label`` for a student that learns from the teacher), each ``(B,)``.
+        duration_scale: ``weighted_lr`` only: seconds per unit of positive weight (mean clicked duration).
+        distill: the distillation settings of a student with a teacher; ``None`` for the others.
 
     Returns:
         The scalar loss.
     """
-    if target not in STUDENT_TARGETS:
-        raise ValueError(f"unknown student target {target!r}; valid: {STUDENT_TARGETS}")
-    _check_same_shape(logit=logit, click=click, long_read=long_read, duration=duration, soft_label=soft_label)
-    click = click.to(logit.dtype)
-    if target == "ctr":
-        return F.binary_cross_entropy_with_logits(logit, click)
-    if target == "duration_regression":
-        return ((logit - torch.log1p(duration.to(logit.dtype))) ** 2).mean()
-    if target == "weighted_lr":
-        if not duration_scale > 0:
-            raise ValueError(f"duration_scale must be > 0; got {duration_scale}")
-        duration = duration.to(logit.dtype)
-        if bool((duration < 0).any()):
-            raise ValueError("durations must be >= 0 seconds for weighted_lr")
-        weight = click * duration / duration_scale + (1.0 - click)
-        return (
-            F.binary_cross_entropy_with_logits(logit, click, weight=weight, reduction="sum") / logit.numel()
-        )
-    if target == "ctcvr_hard":
-        return F.binary_cross_entropy_with_logits(logit, click * long_read.to(logit.dtype))
-    # dmtl
-    if soft_label is None:
-        raise ValueError("target 'dmtl' needs soft_label (the teacher's probabilities)")
-    if hard_weight < 0:
-        raise ValueError(f"hard_weight must be >= 0; got {hard_weight}")
-    loss = distillation_loss(logit, soft_label, distill_loss, temperature)
-    if hard_weight > 0:
-        hard = F.binary_cross_entropy_with_logits(logit, click * long_read.to(logit.dtype))
-        loss = loss + hard_weight * hard
-    return loss
+    if name not in STUDENT_LOSSES:
+        raise ValueError(f"unknown student {name!r}; valid: {list(STUDENT_LOSSES)}")
+    return STUDENT_LOSSES[name](logit, batch, duration_scale, distill)
 
 
 __all__ = [
     "DISTILL_LOSSES",
     "SOFT_LABEL_EPS",
-    "STUDENT_TARGETS",
+    "STUDENT_LOSSES",
     "bce_ctcvr_from_logits",
     "bernoulli_kl_with_logits",
     "distillation_loss",
     "soft_label_logit",
+    "soft_target_from_teacher",
+    "ctcvr_hard_loss",
+    "ctr_loss",
+    "dmtl_loss",
+    "duration_regression_loss",
     "student_loss",
     "teacher_loss",
+    "weighted_lr_loss",
 ]

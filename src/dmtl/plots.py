@@ -14,20 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-MODEL_ORDER = ("teacher", "dmtl", "ctr", "duration_regression", "weighted_lr", "ctcvr_hard")
-# One colour per model in every figure, so a line or bar means the same model across panels and plots.
-MODEL_COLORS = {
-    "teacher": "#444444",
-    "dmtl": "#d62728",
-    "ctr": "#1f77b4",
-    "duration_regression": "#2ca02c",
-    "weighted_lr": "#ff7f0e",
-    "ctcvr_hard": "#9467bd",
-}
-
-
-def _order(models: Sequence[str]) -> list[str]:
-    return [m for m in MODEL_ORDER if m in models] + [m for m in models if m not in MODEL_ORDER]
+from dmtl.vocab import model_color, ordered_models  # noqa: E402
 
 
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
@@ -56,7 +43,7 @@ def metric_bars(
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
     axes = np.atleast_1d(axes)
     for ax, metric in zip(axes, metrics, strict=True):
-        models = _order([m for m, d in summary["models"].items() if metric in d])
+        models = ordered_models([m for m, d in summary["models"].items() if metric in d])
         means = [summary["models"][m][metric]["mean"] for m in models]
         lo = [summary["models"][m][metric]["ci_low"] for m in models]
         hi = [summary["models"][m][metric]["ci_high"] for m in models]
@@ -66,7 +53,7 @@ def metric_bars(
                 [(b if b is not None else mu) - mu for mu, b in zip(means, hi, strict=True)],
             ]
         )
-        colors = [MODEL_COLORS.get(m, "#7f7f7f") for m in models]
+        colors = [model_color(m) for m in models]
         ax.bar(range(len(models)), means, yerr=err, color=colors, capsize=4)
         ax.set_xticks(range(len(models)), models, rotation=35, ha="right")
         finite = [x for x in lo + hi if x is not None]
@@ -87,7 +74,7 @@ def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | 
             x="k",
             y=col,
             hue="model",
-            hue_order=_order(table["model"].unique()),
+            hue_order=ordered_models(table["model"].unique()),
             marker="o",
             ax=ax,
         )
@@ -120,7 +107,7 @@ def sweep_summary(
     handles: dict[str, Any] = {}
     for ax, metric in zip(np.atleast_1d(axes), metrics, strict=True):
         part = results[results["metric"] == metric]
-        for model in _order(list(part["model"].unique())):
+        for model in ordered_models(list(part["model"].unique())):
             g = part[part["model"] == model]
             x = np.arange(len(g))
             h = ax.errorbar(
@@ -130,7 +117,7 @@ def sweep_summary(
                 marker="o",
                 capsize=3,
                 label=model,
-                color=MODEL_COLORS.get(model),
+                color=model_color(model),
             )
             handles.setdefault(model, h)
             ax.set_xticks(x, [str(v) for v in g["value"]])
@@ -210,7 +197,7 @@ def data_overview(prepared: Any, oracle: Any | None, path: str | Path | None = N
 
 def student_vs_teacher(sample: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
     """Each student's score against the teacher's p_ctcvr on a sample of test impressions."""
-    models = _order(list(sample["model"].unique()))
+    models = ordered_models(list(sample["model"].unique()))
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2))
     for ax, model in zip(np.atleast_1d(axes), models, strict=True):
         g = sample[sample["model"] == model]

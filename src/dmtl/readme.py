@@ -13,24 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dmtl import vocab as V
 from dmtl.io import atomic_path, read_json
-from dmtl.report import HEADLINE, _fmt, ordered_models, verdict_text
+from dmtl.report import _fmt, verdict_text
 
 KEY_METRICS = (
     "auc_ctcvr",
     "auc_click",
     "auc_cvr",
-    "recall_long@100",
-    "recall_click@100",
-    "bait_share@100",
-    "oracle_read_time@100",
+    "recall_long",
+    "recall_click",
+    "bait_share",
+    "oracle_read_time",
 )
+"""The README table's columns (at-K ones at the headline cut-off)."""
 
 
 def results_markdown(summary: dict[str, Any], title: str) -> str:
     """A headline table (mean [95% CI]) and the paired verdicts of dmtl against each competitor."""
     meta = summary["meta"]
-    metrics = [m for m in KEY_METRICS if any(m in d for d in summary["models"].values())]
+    k = V.main_k(meta["ks"])
+    wanted = [f"{m}@{k}" if V.metric(m).at_k else m for m in KEY_METRICS]
+    metrics = [m for m in wanted if any(m in d for d in summary["models"].values())]
+    headline = V.headline(meta["ks"])
     lines = [
         f"{title}: source `{meta['source']}`, seeds {meta['seeds']}, tau = {meta['tau_seconds']:.1f} s, "
         f"{meta['n_test_impressions']:,} test impressions, retrieval over {meta['n_items']:,} items for "
@@ -39,16 +44,21 @@ def results_markdown(summary: dict[str, Any], title: str) -> str:
         "| model | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
     ]
-    for model in ordered_models(list(summary["models"])):
+    for model in V.ordered_models(summary["models"]):
         cells = [_fmt(summary["models"][model].get(m), 3) for m in metrics]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
-    lines += ["", "In short (each verdict follows from the paired interval below):", "", verdict_text(summary)]
+    lines += [
+        "",
+        "In short (each verdict follows from the paired interval below):",
+        "",
+        verdict_text(summary),
+    ]
     lines += ["", "Paired difference `dmtl − competitor` (same seeds) and verdict:", ""]
-    lines += ["| competitor | " + " | ".join(HEADLINE) + " |", "|---|" + "---|" * len(HEADLINE)]
+    lines += ["| competitor | " + " | ".join(headline) + " |", "|---|" + "---|" * len(headline)]
     for key, per_metric in summary["comparisons"].items():
         other = key.split("_vs_", 1)[1]
         cells = []
-        for m in HEADLINE:
+        for m in headline:
             d = per_metric.get(m)
             cells.append("—" if d is None else f"{_fmt(d, 3)}: {d.get('verdict', '')}")
         lines.append(f"| `{other}` | " + " | ".join(cells) + " |")

@@ -6,24 +6,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-STUDENT_TARGETS_TEXT = {
-    "ctr": "binary cross-entropy on the click label y_c: the production baseline.",
-    "duration_regression": "mean squared error on log(1 + duration), non-clicks as zero duration: the "
-    "'common practice' the paper criticises, which mixes 'not clicked' with 'read briefly'.",
-    "weighted_lr": "click BCE with positives weighted by duration / mean clicked duration (YouTube 2016): "
-    "the odds exp(<u, v>) approximate expected reading time.",
-    "ctcvr_hard": "BCE on the hard multi-task label y_c * y_d (clicked and read longer than tau), no teacher.",
-    "dmtl": "the paper's student: matches the frozen teacher's output (by default BCE against p_ctcvr) over "
-    "all training impressions; hard-label weight, loss and target are parameters.",
-}
-
-HEADLINE = ("auc_ctcvr", "recall_long@100", "bait_share@100")
-SWEEP_METRICS = ("auc_ctcvr", "recall_long@100", "bait_share@100")
-RANKING = ("auc_click", "auc_ctcvr", "auc_cvr", "gauc_click", "gauc_ctcvr", "gauc_cvr")
-MODEL_ORDER = ("teacher", "dmtl", "ctr", "duration_regression", "weighted_lr", "ctcvr_hard")
+from dmtl import vocab as V
 
 
 def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
@@ -35,24 +20,17 @@ def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
     return f"{d['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def ordered_models(models: Sequence[str]) -> list[str]:
-    return [m for m in MODEL_ORDER if m in models] + [m for m in models if m not in MODEL_ORDER]
-
-
 def report_metrics(summary: Mapping[str, Any]) -> list[str]:
-    """The metrics the results table shows, in reading order."""
-    ks = summary["meta"]["ks"]
-    names = list(RANKING)
-    for base in ("recall_long", "recall_click", "bait_share", "oracle_read_time"):
-        names += [f"{base}@{k}" for k in ks]
+    """The metrics the results table shows, in vocabulary order (index checks are in the evaluation notebook)."""
+    shown = [m.name for m in V.METRICS if m.family != "index"]
     present = {m for d in summary["models"].values() for m in d}
-    return [m for m in names if m in present]
+    return [m for m in V.reported(shown, summary["meta"]["ks"]) if m in present]
 
 
 def results_numbers(summary: Mapping[str, Any]) -> pd.DataFrame:
     """Long table (model, metric, mean, ci_low, ci_high, n) straight from the metrics file."""
     rows = []
-    for model in ordered_models(list(summary["models"])):
+    for model in V.ordered_models(summary["models"]):
         for metric in report_metrics(summary):
             d = summary["models"][model].get(metric)
             if d is not None:
@@ -72,7 +50,7 @@ def results_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     nums["cell"] = [_fmt(r) for r in nums.to_dict("records")]
     table = nums.pivot(index="metric", columns="model", values="cell")
     metrics = [m for m in report_metrics(summary) if m in table.index]
-    models = ordered_models(list(table.columns))
+    models = V.ordered_models(table.columns)
     return table.loc[metrics, models].fillna("—")
 
 
@@ -84,8 +62,9 @@ def teacher_table(teacher_summary: Mapping[str, Any], split: str = "test") -> pd
     return pd.DataFrame(rows).T
 
 
-def verdict_table(summary: Mapping[str, Any], metrics: Sequence[str] = HEADLINE) -> pd.DataFrame:
-    """Paired difference dmtl - competitor with interval and verdict, for each headline metric."""
+def verdict_table(summary: Mapping[str, Any], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Paired difference reference - competitor with interval and verdict, for each headline metric."""
+    metrics = metrics or V.headline(summary["meta"]["ks"])
     rows = []
     ref = summary["meta"].get("reference", "dmtl")
     for key, per_metric in summary["comparisons"].items():
@@ -112,8 +91,7 @@ def _claim(summary: Mapping[str, Any], other: str, metric: str) -> tuple[str, Ma
 
 def verdict_text(summary: Mapping[str, Any]) -> str:
     """The three claims of the study, each with the verdict its interval supports."""
-    ks = summary["meta"]["ks"]
-    k = 100 if 100 in ks else ks[len(ks) // 2]
+    k = V.main_k(summary["meta"]["ks"])
     lines = []
     v1, d1 = _claim(summary, "ctr", "auc_ctcvr")
     v1b, d1b = _claim(summary, "ctr", f"recall_long@{k}")
@@ -170,7 +148,7 @@ def read_sweep(root: str | Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def sweep_table(results: pd.DataFrame, metrics: Sequence[str] = SWEEP_METRICS) -> pd.DataFrame:
+def sweep_table(results: pd.DataFrame, metrics: Sequence[str] = V.HEADLINE) -> pd.DataFrame:
     part = results[results["metric"].isin(metrics)].copy()
     part["cell"] = [_fmt(r) for r in part.to_dict("records")]
     return part.pivot_table(
@@ -203,7 +181,3 @@ def limitations_text(summary: Mapping[str, Any]) -> str:
             f"({meta['bait_rule']}), a proxy."
         )
     return "\n".join(items)
-
-
-def jsonable_float(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else float(x)

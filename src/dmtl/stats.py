@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as st
 
+from dmtl.io import jsonable
+
 
 def _level(level: float) -> float:
     if not 0.0 < level < 1.0:
@@ -137,20 +139,6 @@ def _direction(metric: str, higher_is_better: Mapping[str, bool]) -> bool:
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, bool | np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def summarise(
     per_seed: Mapping[str, Mapping[str, Sequence[float]]],
     reference: str = "dmtl",
@@ -195,4 +183,4 @@ def summarise(
             d["verdict"] = verdict(d, _direction(metric, higher_is_better), reference, model)
             block[metric] = d
         comparisons[f"{reference}_vs_{model}"] = block
-    return _jsonable({"level": level, "reference": reference, "models": models, "comparisons": comparisons})
+    return jsonable({"level": level, "reference": reference, "models": models, "comparisons": comparisons})

@@ -18,9 +18,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from dmtl.config import StudentConfig, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import ImpressionDataModule, ImpressionTensors
 from dmtl.io import atomic_path
-from dmtl.losses import student_loss, teacher_loss
+from dmtl.losses import soft_target_from_teacher, student_loss, teacher_loss
 from dmtl.models.teacher import MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
 
@@ -47,37 +48,33 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 
 
 def build_teacher(
-    cards: Mapping[str, list[int]], hp: Mapping[str, Any], variant: str = "default"
+    cards: Mapping[str, list[int]], cfg: TeacherConfig, variant: str = "default"
 ) -> MultiTaskTeacher:
-    """The teacher of ``params['teacher']``; ``variant`` swaps the backbone or drops ESMM (section 2)."""
-    backbone = "shared_bottom" if variant == "shared_bottom" else hp["backbone"]
-    esmm = False if variant == "no_esmm" else hp["esmm"]
+    """The teacher of ``cfg``; ``variant`` swaps the backbone or drops ESMM (docs/protocol.md section 2)."""
     return MultiTaskTeacher(
         cards["user"],
         cards["item"],
-        cards["context"] if hp["use_position"] else [],
-        emb_dim=hp["emb_dim"],
-        backbone=backbone,
-        n_experts=hp["n_experts"],
-        expert_dims=tuple(hp["expert_dims"]),
-        tower_dims=tuple(hp["tower_dims"]),
-        esmm=esmm,
-        duration_head=hp["w_duration"] > 0,
+        cards["context"] if cfg.use_position else [],
+        emb_dim=cfg.emb_dim,
+        backbone="shared_bottom" if variant == "shared_bottom" else cfg.backbone,
+        n_experts=cfg.n_experts,
+        expert_dims=cfg.expert_dims,
+        tower_dims=cfg.tower_dims,
+        esmm=False if variant == "no_esmm" else cfg.esmm,
+        duration_head=cfg.w_duration > 0,
     )
 
 
-def build_student(
-    cards: Mapping[str, list[int]], common: Mapping[str, Any], hp: Mapping[str, Any]
-) -> TwoTower:
+def build_student(cards: Mapping[str, list[int]], common: TowersConfig, student: StudentConfig) -> TwoTower:
     """The two-tower student every target shares (``students.common``), sized by its own ``emb_dim``."""
     return TwoTower(
         cards["user"],
         cards["item"],
-        emb_dim=hp["emb_dim"],
-        tower_dims=tuple(common["tower_dims"]),
-        out_dim=common["out_dim"],
-        score=common["score"],
-        temperature=common["temperature"],
+        emb_dim=student.emb_dim,
+        tower_dims=common.tower_dims,
+        out_dim=common.out_dim,
+        score=common.score,
+        temperature=common.cosine_temperature,
     )
 
 
@@ -146,14 +143,13 @@ class _StepCost(L.LightningModule):
 class TeacherModule(_StepCost):
     """MMoE + ESMM teacher (or a variant) trained on click and long read over all impressions."""
 
-    def __init__(self, model: MultiTaskTeacher, hp: Mapping[str, Any]):
+    def __init__(self, model: MultiTaskTeacher, cfg: TeacherConfig):
         super().__init__()
         self.model = model
-        self.hp = dict(hp)
-        self.esmm = model.esmm
+        self.cfg = cfg
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model(batch["user_x"], batch["item_x"], _context(batch, self.hp["use_position"]))
+        return self.model(batch["user_x"], batch["item_x"], _context(batch, self.cfg.use_position))
 
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss_from(self(batch), batch)
@@ -166,10 +162,10 @@ class TeacherModule(_StepCost):
             out,
             batch["click"],
             batch["long_read"],
-            w_ctr=self.hp["w_ctr"],
-            w_ctcvr=self.hp["w_ctcvr"],
-            esmm=self.esmm,
-            w_duration=self.hp["w_duration"],
+            w_ctr=self.cfg.w_ctr,
+            w_ctcvr=self.cfg.w_ctcvr,
+            esmm=self.model.esmm,
+            w_duration=self.cfg.w_duration,
             duration=batch["duration"],
         )
 
@@ -181,63 +177,50 @@ class TeacherModule(_StepCost):
         self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hp["lr"], weight_decay=self.hp["weight_decay"])
+        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
 
 
 class StudentModule(_StepCost):
-    """The two-tower student trained on one target: ctr, duration_regression, weighted_lr, ctcvr_hard, dmtl.
+    """The two-tower student trained on its own target (:data:`dmtl.losses.STUDENT_LOSSES`).
 
-    For ``dmtl`` in the ``joint`` regime a teacher is trained alongside and the student distils its detached
-    outputs (stop-gradient: the distillation loss never moves the teacher).
+    A student that learns from the teacher reads its soft labels from the batch (two-stage regime: the
+    frozen teacher's predictions, attached by the data) or, given a ``teacher`` module (joint regime), from
+    that teacher's detached outputs on the same batch (stop-gradient: the distillation loss never moves the
+    teacher, whose own loss trains it alongside).
     """
 
     def __init__(
         self,
         model: TwoTower,
-        target: str,
-        hp: Mapping[str, Any],
+        student: StudentConfig,
         duration_scale: float,
+        duration_cap: float,
         teacher: TeacherModule | None = None,
-        soft_target: str = "p_ctcvr",
-        duration_cap: float = 1.0,
     ):
         super().__init__()
+        if teacher is not None and student.distill is None:
+            raise ValueError(f"student {student.name!r} does not learn from a teacher; pass teacher=None")
         self.model = model
-        self.target = target
-        self.hp = dict(hp)
+        self.student = student
         self.duration_scale = duration_scale
-        self.teacher = teacher
-        self.soft_target = soft_target
         self.duration_cap = duration_cap
+        self.teacher = teacher
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["user_x"], batch["item_x"])
 
-    def _soft_label(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor]:
-        if self.teacher is None:
-            return batch.get("soft_label"), torch.zeros((), device=self.device)
-        # One teacher forward per step: its loss trains the teacher; the detached outputs are the soft labels
-        # (stop-gradient: the distillation loss never moves the teacher).
-        out = self.teacher(batch)
-        t_loss, _ = self.teacher.loss_from(out, batch)
-        detached = {k: v.detach() for k, v in out.items() if v is not None}
-        return soft_label_from_teacher(detached, self.soft_target, self.duration_cap), t_loss
-
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        soft, t_loss = self._soft_label(batch)
-        loss = student_loss(
-            self.target,
-            self(batch),
-            batch["click"],
-            batch["long_read"],
-            batch["duration"],
-            soft,
-            distill_loss=self.hp.get("loss", "bce"),
-            temperature=self.hp.get("temperature", 1.0),
-            hard_weight=self.hp.get("hard_weight", 0.0),
-            duration_scale=self.duration_scale,
-        )
-        return loss + t_loss
+        t_loss = None
+        if self.teacher is not None:
+            # One teacher forward per step: its loss trains the teacher; the detached outputs are the soft
+            # labels (stop-gradient).
+            out = self.teacher(batch)
+            t_loss, _ = self.teacher.loss_from(out, batch)
+            detached = {k: v.detach() for k, v in out.items() if v is not None}
+            soft = soft_target_from_teacher(detached, self.student.distill.soft_target, self.duration_cap)
+            batch = {**batch, "soft_label": soft}
+        loss = student_loss(self.student.name, self(batch), batch, self.duration_scale, self.student.distill)
+        return loss if t_loss is None else loss + t_loss
 
     def train_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self._loss(batch)
@@ -247,33 +230,12 @@ class StudentModule(_StepCost):
         self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = [
-            {"params": self.model.parameters(), "lr": self.hp["lr"], "weight_decay": self.hp["weight_decay"]}
-        ]
+        s = self.student
+        groups = [{"params": self.model.parameters(), "lr": s.lr, "weight_decay": s.weight_decay}]
         if self.teacher is not None:
-            t = self.teacher.hp
-            groups.append(
-                {"params": self.teacher.parameters(), "lr": t["lr"], "weight_decay": t["weight_decay"]}
-            )
+            t = self.teacher.cfg
+            groups.append({"params": self.teacher.parameters(), "lr": t.lr, "weight_decay": t.weight_decay})
         return torch.optim.Adam(groups)
-
-
-def soft_label_from_teacher(
-    out: Mapping[str, torch.Tensor], target: str, duration_cap: float
-) -> torch.Tensor:
-    """The distillation target of docs/protocol.md section 2 from the teacher's outputs.
-
-    ``p_ctr_x_duration`` is p_ctr times E[duration | click] from the teacher's duration head, divided by the
-    99th percentile of clicked training durations and clipped to 1 so it is a probability-like target.
-    """
-    if target == "p_ctcvr":
-        return out["p_ctcvr"]
-    if target == "p_ctr":
-        return out["p_ctr"]
-    if target == "p_ctr_x_duration":
-        expected = torch.expm1(out["dur_log"]).clamp(min=0.0)
-        return (out["p_ctr"] * (expected / duration_cap)).clamp(0.0, 1.0)
-    raise ValueError(f"unknown distillation target {target!r}; choose p_ctcvr, p_ctr or p_ctr_x_duration")
 
 
 class CurveRecorder(Callback):
@@ -302,15 +264,15 @@ class CurveRecorder(Callback):
         return pd.DataFrame(self.rows, columns=["epoch", "train_loss", "val_loss"])
 
 
-def make_trainer(train: Mapping[str, Any], callbacks: list[Callback], ckpt_dir: Path) -> L.Trainer:
+def make_trainer(train: TrainConfig, callbacks: list[Callback], ckpt_dir: Path) -> L.Trainer:
     """A Trainer whose hardware comes from params, so the same notebook runs on CPU, a GPU or under DDP."""
     return L.Trainer(
-        accelerator=train["accelerator"],
-        devices=train["devices"],
-        strategy=train["strategy"],
-        num_nodes=train["num_nodes"],
-        precision=train["precision"],
-        max_epochs=train["max_epochs"],
+        accelerator=train.accelerator,
+        devices=list(train.devices) if isinstance(train.devices, tuple) else train.devices,
+        strategy=train.strategy,
+        num_nodes=train.num_nodes,
+        precision=train.precision,
+        max_epochs=train.max_epochs,
         callbacks=callbacks,
         default_root_dir=str(ckpt_dir),
         logger=False,
@@ -324,7 +286,7 @@ def make_trainer(train: Mapping[str, Any], callbacks: list[Callback], ckpt_dir: 
 def fit(
     module: L.LightningModule,
     data: ImpressionTensors,
-    train: Mapping[str, Any],
+    train: TrainConfig,
     seed: int,
     extra_callbacks: list[Callback] | None = None,
 ) -> pd.DataFrame:
@@ -334,15 +296,15 @@ def fit(
     later run could pick up by mistake: rerunning the stage restarts cleanly.
     """
     quiet_lightning()
-    seed_everything(seed, train.get("threads"))
-    dm = ImpressionDataModule(data, train["batch_size"], seed, steps_per_call=train.get("steps_per_call", 1))
+    seed_everything(seed, train.threads)
+    dm = ImpressionDataModule(data, train.batch_size, seed, steps_per_call=train.steps_per_call)
     curve = CurveRecorder()
     ckpt_dir = Path(tempfile.mkdtemp(prefix="dmtl-ckpt-"))
     try:
         best = ModelCheckpoint(
             dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True
         )
-        stop = EarlyStopping(monitor="val_loss", mode="min", patience=train["patience"])
+        stop = EarlyStopping(monitor="val_loss", mode="min", patience=train.patience)
         trainer = make_trainer(train, [curve, best, stop, *(extra_callbacks or [])], ckpt_dir)
         trainer.fit(module, datamodule=dm)
         if best.best_model_path:

@@ -131,7 +131,9 @@ def run_stage(dvc_file: str | Path = "dvc.yaml") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Run the tuning grid (run) or write its choice into params.yaml (apply).")
+    ap = argparse.ArgumentParser(
+        description="Run the tuning grid (run) or write its choice into params.yaml (apply)."
+    )
     ap.add_argument("command", choices=["run", "apply"])
     ap.add_argument("--chosen", default="tuning/chosen.yaml")
     ap.add_argument("--params-file", default="params.yaml")

@@ -1,0 +1,458 @@
+"""Typed, validated configuration of every stage: one frozen dataclass per group of ``params.yaml``.
+
+``params.yaml`` is the one place defaults live: every field here is required, so a key missing from the
+file is an error, never a silent fallback in code. :func:`build` turns the YAML tree into a :class:`Study`
+and refuses unknown keys and bad values with a message that names the key and lists the valid options;
+:meth:`Study.to_dict` gives the tree back (what sweeps override and what metrics files record).
+
+A field's rule (:func:`rule`) validates and normalises its value (lists become tuples, so a config cannot
+be changed after it is built). Models, Lightning modules and ``fit`` take these objects, so a parameter
+can be followed from ``params.yaml`` to the code that reads it by its attribute name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmtl import vocab as V
+
+
+class ParamsError(ValueError):
+    """A parameter is unknown or has a bad value; the message lists the valid options."""
+
+
+Check = Callable[[str, Any], Any]
+"""Validate ``value`` of dotted ``key``; return it normalised, or raise :class:`ParamsError`."""
+
+
+def rule(check: Check, doc: str) -> Any:
+    """A required config field validated by ``check``; ``doc`` says what it means (shown by ``describe``)."""
+    return field(metadata={"check": check, "doc": doc})
+
+
+def group(doc: str) -> Any:
+    """A required field holding a nested config group."""
+    return field(metadata={"doc": doc})
+
+
+# ---------------------------------------------------------------------------------------------- rules
+def choice(options: tuple[Any, ...]) -> Check:
+    def check(key: str, value: Any) -> Any:
+        if value not in options:
+            raise ParamsError(f"{key} = {value!r} is not valid; choose one of {list(options)}")
+        return value
+
+    return check
+
+
+def number(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Check:
+    def check(key: str, value: Any) -> Any:
+        ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+        if isinstance(value, bool) or not ok_type:
+            kind = "an integer" if integer else "a number"
+            raise ParamsError(f"{key} = {value!r} must be {kind}")
+        # NaN compares False with every bound, so without this a .nan in params.yaml would pass silently.
+        if not math.isfinite(value):
+            raise ParamsError(f"{key} = {value!r} must be a finite number")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ParamsError(f"{key} = {value!r} must lie in [{lo}, {hi}]")
+        return int(value) if integer else float(value)
+
+    return check
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ParamsError(f"{key} = {value!r} must be true or false")
+    return value
+
+
+def text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ParamsError(f"{key} = {value!r} must be a non-empty string")
+    return value
+
+
+def int_list(lo: int = 1, allow_empty: bool = False, unique: bool = False) -> Check:
+    def check(key: str, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list | tuple) or (not value and not allow_empty):
+            raise ParamsError(f"{key} = {value!r} must be a list of integers")
+        out = tuple(number(lo, None, integer=True)(f"{key}[{i}]", v) for i, v in enumerate(value))
+        if unique and len(set(out)) != len(out):
+            # A repeated seed is the same run counted twice: it would narrow the interval over seeds
+            # (docs/protocol.md section 4) without adding evidence.
+            raise ParamsError(f"{key} = {list(value)!r} repeats an entry; list each one once")
+        return out
+
+    return check
+
+
+def number_list(lo: float, hi: float, integer: bool = False) -> Check:
+    def check(key: str, value: Any) -> tuple[float, ...]:
+        if not isinstance(value, list | tuple) or not value:
+            raise ParamsError(f"{key} = {value!r} must be a non-empty list of numbers")
+        return tuple(number(lo, hi, integer)(f"{key}[{i}]", v) for i, v in enumerate(value))
+
+    return check
+
+
+def subset(options: tuple[str, ...], allow_empty: bool = True) -> Check:
+    def check(key: str, value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or (not value and not allow_empty):
+            raise ParamsError(f"{key} = {value!r} must be a list drawn from {list(options)}")
+        bad = [v for v in value if v not in options]
+        if bad:
+            raise ParamsError(f"{key} has unknown entries {bad}; choose from {list(options)}")
+        if len(set(value)) != len(value):
+            raise ParamsError(f"{key} = {list(value)!r} repeats an entry")
+        return tuple(value)
+
+    return check
+
+
+def mapping(key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ParamsError(f"{key} = {value!r} must be a mapping")
+    return dict(value)
+
+
+def tau(key: str, value: Any) -> str | float:
+    if value == "mean":
+        return value
+    try:
+        return number(0.0, None)(key, value)
+    except ParamsError as e:
+        raise ParamsError(f"{e}; use 'mean' (mean clicked training duration) or seconds >= 0") from None
+
+
+def columns(key: str, value: Any) -> dict[str, str]:
+    """The generic loader's column mapping: checked here so a typo stops the run before any work."""
+    from dmtl.generic import SCHEMA_COLUMNS
+
+    value = mapping(key, value)
+    unknown = sorted(set(value) - set(SCHEMA_COLUMNS))
+    if unknown:
+        raise ParamsError(f"{key} has unknown schema column(s) {unknown}; valid keys: {list(SCHEMA_COLUMNS)}")
+    return {name: text(f"{key}.{name}", col) for name, col in value.items()}
+
+
+def devices(key: str, value: Any) -> int | str | tuple[int, ...]:
+    """What lightning.Trainer(devices=...) accepts: a count, -1 (all), 'auto', or device indices."""
+    if value == "auto" or value == -1:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    if isinstance(value, list | tuple) and value:
+        return int_list(lo=0, unique=True)(key, value)
+    if isinstance(value, str) and value.replace(",", "").strip().isdigit():
+        return value
+    raise ParamsError(
+        f"{key} = {value!r} is not valid; use a device count >= 1, -1 (all), 'auto', "
+        "a list of device indices such as [0, 1], or a string such as '0,1'"
+    )
+
+
+# -------------------------------------------------------------------------------------------- groups
+@dataclass(frozen=True)
+class DataConfig:
+    """``data``: where the log comes from, how it is split by day, and the long-read threshold."""
+
+    source: V.Source = rule(choice(V.SOURCES), "simulated | kuairand | generic")
+    path: str = rule(text, "kuairand / generic: directory of the files (ignored for simulated)")
+    preset: V.Preset = rule(choice(V.PRESETS), "simulated: world size (tiny | default | large)")
+    sim_seed: int = rule(number(0, None, True), "simulated: the world's seed; model seeds are train.seeds")
+    sim: dict[str, Any] = rule(mapping, "simulated: knob overrides, checked by dmtl.simulator.make_config")
+    kuairand_logs: tuple[str, ...] = rule(subset(V.KUAIRAND_LOGS, allow_empty=False), "kuairand logs read")
+    columns: dict[str, str] = rule(columns, "generic: schema name -> your column name")
+    val_days: int = rule(number(1, None, True), "last day(s) of the training period: early stopping")
+    test_days: int = rule(number(1, None, True), "last day(s) of the log: the test period")
+    tau: str | float = rule(tau, "long-read threshold: 'mean' clicked training duration (paper) or seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``train``: the budget and hardware shared by the teacher and every student."""
+
+    seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds")
+    batch_size: int = rule(number(1, None, True), "impressions per optimizer step")
+    max_epochs: int = rule(number(1, None, True), "epoch cap")
+    patience: int = rule(number(0, None, True), "early stopping on validation loss")
+    accelerator: V.Accelerator = rule(choice(V.ACCELERATORS), "lightning.Trainer accelerator")
+    devices: int | str | tuple[int, ...] = rule(devices, "lightning.Trainer devices")
+    strategy: V.Strategy = rule(choice(V.STRATEGIES), "lightning.Trainer strategy")
+    num_nodes: int = rule(number(1, None, True), "lightning.Trainer num_nodes")
+    precision: V.Precision = rule(choice(V.PRECISIONS), "lightning.Trainer precision")
+    threads: int = rule(number(1, 256, True), "torch intra-op threads on CPU")
+    steps_per_call: int = rule(number(1, 4096, True), "optimizer steps per Lightning training_step")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """``teacher``: the MMoE + ESMM teacher (docs/protocol.md sections 1-2)."""
+
+    backbone: V.Backbone = rule(choice(V.BACKBONES), "mmoe | shared_bottom")
+    esmm: bool = rule(boolean, "false: CVR tower trained on clicked impressions only")
+    n_experts: int = rule(number(1, 64, True), "MMoE experts")
+    expert_dims: tuple[int, ...] = rule(int_list(), "layer widths of each expert")
+    tower_dims: tuple[int, ...] = rule(int_list(allow_empty=True), "hidden widths of each task tower")
+    emb_dim: int = rule(number(1, 1024, True), "embedding size per field")
+    lr: float = rule(number(1e-6, 1.0), "Adam learning rate")
+    weight_decay: float = rule(number(0.0, 1.0), "Adam weight decay")
+    w_ctr: float = rule(number(0.0, None), "weight of BCE(y_c, p_ctr)")
+    w_ctcvr: float = rule(number(0.0, None), "weight of BCE(y_c * y_d, p_ctcvr)")
+    w_duration: float = rule(number(0.0, None), "> 0 adds an E[log duration | click] head")
+    use_position: bool = rule(boolean, "position as a context feature of the teacher")
+    variants: tuple[str, ...] = rule(subset(V.TEACHER_VARIANTS), "variants trained beside the default")
+    variant_seeds: int = rule(number(0, None, True), "how many of train.seeds the variants use")
+
+
+@dataclass(frozen=True)
+class TowersConfig:
+    """``students.common``: the one two-tower architecture every student shares (protocol section 3)."""
+
+    tower_dims: tuple[int, ...] = rule(int_list(allow_empty=True), "hidden widths of each tower's MLP")
+    out_dim: int = rule(number(1, 1024, True), "embedding size shared by the towers")
+    score: V.Score = rule(choice(V.SCORES), "dot: sigmoid(<u, v>) | cosine: cos(u, v) / cosine_temperature")
+    cosine_temperature: float = rule(number(1e-4, None), "score = cosine only: the cosine temperature")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """The distillation settings of a student that learns from the teacher (protocol section 2)."""
+
+    soft_target: V.SoftTarget = rule(choice(V.SOFT_TARGETS), "the teacher output distilled")
+    distill_loss: V.DistillLoss = rule(choice(V.DISTILL_LOSSES), "bce | mse | kl against the soft target")
+    kl_temperature: float = rule(number(1e-3, None), "distill_loss = kl only: the temperature T")
+    hard_weight: float = rule(number(0.0, None), "weight of BCE on the hard label y_c * y_d")
+    teacher_training: V.TeacherTraining = rule(
+        choice(V.TEACHER_TRAININGS), "two_stage: frozen teacher | joint: trained alongside (stop-gradient)"
+    )
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """``students.<name>``: one student's optimiser settings (and distillation settings if it has a teacher)."""
+
+    name: str
+    lr: float = rule(number(1e-6, 1.0), "Adam learning rate")
+    emb_dim: int = rule(number(1, 1024, True), "embedding size per field")
+    weight_decay: float = rule(number(0.0, 1.0), "Adam weight decay")
+    distill: DistillConfig | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``students.<name>`` group as in params.yaml (distillation keys flattened into it)."""
+        out = {f: _plain(getattr(self, f)) for f in ("lr", "emb_dim", "weight_decay")}
+        if self.distill is not None:
+            out.update(to_dict(self.distill))
+        return out
+
+
+@dataclass(frozen=True)
+class StudentsConfig:
+    """``students``: which students are trained, their shared towers, and each one's own settings."""
+
+    names: tuple[str, ...]
+    common: TowersConfig
+    by_name: dict[str, StudentConfig]
+
+    def __getitem__(self, name: str) -> StudentConfig:
+        return self.by_name[name]
+
+    @classmethod
+    def from_tree(cls, tree: Any, prefix: str = "students.") -> StudentsConfig:
+        """``names``, ``common`` and one group per student of the vocabulary (distillation keys only for
+        students that learn from the teacher)."""
+        valid = ["names", "common", *V.STUDENT_NAMES]
+        tree = _as_mapping(tree, prefix, valid)
+        _check_keys(tree, valid, prefix)
+        names = subset(V.STUDENT_NAMES, allow_empty=False)(prefix + "names", tree["names"])
+        common = build_group(TowersConfig, tree["common"], prefix + "common.")
+        base = [f.name for f in _fields(StudentConfig)]
+        distill = [f.name for f in _fields(DistillConfig)]
+        by_name = {}
+        for s in V.STUDENTS:
+            key, keys = f"{prefix}{s.name}.", base + (distill if s.needs_teacher else [])
+            own = _as_mapping(tree[s.name], key, keys)
+            _check_keys(own, keys, key)
+            d = build_group(DistillConfig, {k: own[k] for k in distill}, key) if s.needs_teacher else None
+            by_name[s.name] = build_group(
+                StudentConfig, {k: own[k] for k in base}, key, name=s.name, distill=d
+            )
+        return cls(names=names, common=common, by_name=by_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "common": to_dict(self.common),
+            **{name: cfg.to_dict() for name, cfg in self.by_name.items()},
+        }
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """``eval``: cut-offs, the approximate index beside exact search, intervals and the bait rule."""
+
+    ks: tuple[int, ...] = rule(int_list(), "retrieval cut-offs K")
+    ann: V.AnnIndex = rule(choice(V.ANN_INDEXES), "approximate index reported beside exact search")
+    ann_nlist: int = rule(number(1, None, True), "ivf_flat: lists")
+    ann_nprobe: int = rule(number(1, None, True), "ivf_flat: lists probed per query")
+    ann_ef_search: int = rule(number(1, None, True), "hnsw: candidate list per query")
+    ci_level: float = rule(number(0.5, 0.999), "confidence level of every interval")
+    reference: str = rule(choice(V.STUDENT_NAMES), "the model every other one is compared with")
+    bait_min_impressions: int = rule(
+        number(1, None, True), "real data: training impressions for the bait rule"
+    )
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    """``tuning.grid``: the same grid for every student."""
+
+    lr: tuple[float, ...] = rule(number_list(1e-6, 1.0), "learning rates")
+    emb_dim: tuple[int, ...] = rule(number_list(1, 1024, integer=True), "embedding sizes")
+    weight_decay: tuple[float, ...] = rule(number_list(0.0, 1.0), "weight decays")
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """``tuning``: `make tune`, one grid for every student."""
+
+    seed: int = rule(number(0, None, True), "model seed of the grid runs")
+    grid: TuningGrid = group("the grid")
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep of ``sweeps.grid``: a dotted parameter and its values."""
+
+    param: str
+    values: tuple[Any, ...]
+
+
+def sweep_grid(key: str, value: Any) -> dict[str, SweepSpec]:
+    out = {}
+    for name, spec in mapping(key, value).items():
+        if (
+            not isinstance(spec, Mapping)
+            or set(spec) != {"param", "values"}
+            or not isinstance(spec["param"], str)
+            or not isinstance(spec["values"], list | tuple)
+            or not spec["values"]
+        ):
+            raise ParamsError(
+                f"sweeps.grid.{name} = {spec!r} must be {{param: dotted.key, values: [a non-empty list]}}"
+            )
+        out[name] = SweepSpec(spec["param"], tuple(spec["values"]))
+    return out
+
+
+@dataclass(frozen=True)
+class SweepsConfig:
+    """``sweeps``: the ablations of docs/protocol.md section 2, each run by dmtl.sweep."""
+
+    seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds of every grid point")
+    students: tuple[str, ...] = rule(subset(V.STUDENT_NAMES, allow_empty=False), "students each point trains")
+    workers: int = rule(number(1, 64, True), "grid points run at once")
+    grid: dict[str, SweepSpec] = rule(sweep_grid, "name -> {param, values}")
+
+
+@dataclass(frozen=True)
+class Study:
+    """The whole ``params.yaml``: one typed group per stage family."""
+
+    data: DataConfig = group("the log and its split")
+    train: TrainConfig = group("the shared training budget")
+    teacher: TeacherConfig = group("the teacher")
+    students: StudentsConfig = group("the students")
+    eval: EvalConfig = group("evaluation")
+    tuning: TuningConfig = group("the tuning grid")
+    sweeps: SweepsConfig = group("the ablation sweeps")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML tree again (lists, plain dicts): what overrides are applied to."""
+        return to_dict(self)
+
+
+GROUPS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Study))
+
+
+# ----------------------------------------------------------------------------------------- building
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, SweepSpec):
+        return {"param": value.param, "values": [_plain(v) for v in value.values]}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as its YAML tree (tuples become lists)."""
+    if hasattr(config, "to_dict") and not isinstance(config, Study):
+        return config.to_dict()
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def _fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if "check" in f.metadata or "doc" in f.metadata]
+
+
+def _check_keys(tree: Mapping[str, Any], valid: list[str], prefix: str) -> None:
+    unknown = [k for k in tree if k not in valid]
+    if unknown:
+        where = prefix.rstrip(".") or "params.yaml"
+        raise ParamsError(
+            f"unknown key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {sorted(valid)}"
+        )
+    missing = [k for k in valid if k not in tree]
+    if missing:
+        raise ParamsError(f"missing key(s) {[prefix + k for k in missing]}")
+
+
+def _as_mapping(value: Any, prefix: str, valid: list[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ParamsError(f"{prefix.rstrip('.')} must be a mapping with keys {sorted(valid)}")
+    return value
+
+
+def build_group(cls: type, tree: Any, prefix: str, **extra: Any) -> Any:
+    """Build dataclass ``cls`` from ``tree`` (the group at dotted ``prefix``), validating every field.
+
+    A field with a rule is checked by it; a field without one holds a nested group, built by that group's
+    ``from_tree`` when it has one (``students``) or field by field otherwise.
+    """
+    fields = _fields(cls)
+    valid = [f.name for f in fields]
+    tree = _as_mapping(tree, prefix, valid)
+    _check_keys(tree, valid, prefix)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields:
+        key = prefix + f.name
+        if "check" in f.metadata:
+            values[f.name] = f.metadata["check"](key, tree[f.name])
+        else:
+            sub = hints[f.name]
+            make = getattr(sub, "from_tree", None) or (lambda t, p, sub=sub: build_group(sub, t, p))
+            values[f.name] = make(tree[f.name], key + ".")
+    return cls(**values, **extra)
+
+
+def build(tree: Any) -> Study:
+    """Build and validate the whole study configuration from the ``params.yaml`` tree."""
+    return build_group(Study, tree, "")
+
+
+def describe(cls: type) -> dict[str, str]:
+    """Field name -> its documentation line: what each key of a group means."""
+    return {f.name: f.metadata.get("doc", "") for f in _fields(cls)}

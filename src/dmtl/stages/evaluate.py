@@ -1,0 +1,65 @@
+"""Stage ``evaluate``: every metric of docs/protocol.md section 4 for every model and seed (notebook 04)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dmtl import vocab as V
+from dmtl.artifacts import read_teacher_predictions, read_towers
+from dmtl.config import Study
+from dmtl.evaluation import at_k_table, evaluate_models, load_truth
+from dmtl.features import Prepared
+from dmtl.io import read_json, write_csv, write_json, write_parquet
+from dmtl.paths import Paths
+from dmtl.stats import summarise
+
+
+def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
+    """Every metric of docs/protocol.md section 4 for every model and seed; summaries with intervals."""
+    paths = Paths(root)
+    prepared = Prepared.read(paths.data)
+    ev, seeds = study.eval, study.train.seeds
+    truth = load_truth(prepared, paths.oracle, ev)
+
+    result = evaluate_models(
+        prepared,
+        truth,
+        lambda seed: read_teacher_predictions(root, seed),
+        lambda name, seed: read_towers(root, name, seed),
+        study.students.names,
+        seeds,
+        ev,
+    )
+    table = result.per_seed
+    write_parquet(table, paths.metrics / "per_seed.parquet")
+    metric_names = [c for c in table.columns if c not in ("model", "seed")]
+    per_model = {
+        model: {m: part[m].to_list() for m in metric_names if part[m].notna().any()}
+        for model, part in table.groupby("model", sort=False)
+    }
+    higher = {m: V.higher_is_better(m) for m in metric_names}
+    summary = summarise(per_model, reference=ev.reference, higher_is_better=higher, level=ev.ci_level)
+    summary["meta"] = {
+        "seeds": list(seeds),
+        "ks": sorted(ev.ks),
+        "n_test_impressions": int(prepared.split_mask("test").sum()),
+        "n_retrieval_users": len(result.population.users),
+        "n_retrieval_users_with_long_read": result.population.n_with_long_read,
+        "n_items": len(prepared.items),
+        "tau_seconds": prepared.tau_seconds,
+        "bait_rule": truth.bait_rule,
+        "bait_items": int(truth.bait.sum()),
+        "source": prepared.meta["source"],
+        "simulated": truth.simulated,
+        "reference": ev.reference,
+    }
+    write_json(summary, paths.metrics / "metrics.json")
+    write_csv(at_k_table(table, sorted(ev.ks)), paths.plots / "retrieval_at_k.csv")
+    if len(result.sample):
+        write_csv(result.sample, paths.plots / "student_vs_teacher.csv")
+    return summary
+
+
+def read_metrics(root: str | Path = ".") -> dict[str, Any]:
+    return read_json(Paths(root).metrics / "metrics.json")

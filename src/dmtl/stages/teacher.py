@@ -1,0 +1,75 @@
+"""Stage ``teacher``: train the MMoE + ESMM teacher for every seed, and its variants (notebook 02)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dmtl import vocab as V
+from dmtl.artifacts import write_teacher_predictions
+from dmtl.config import Study
+from dmtl.data import ImpressionTensors
+from dmtl.evaluation import teacher_ranking_metrics
+from dmtl.features import Prepared
+from dmtl.io import jsonable, write_csv, write_json, write_parquet
+from dmtl.paths import Paths
+from dmtl.stats import mean_ci
+from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
+
+
+def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
+    """Train the teacher for every seed (and its variants for the first ``variant_seeds`` seeds)."""
+    paths = Paths(root)
+    prepared = Prepared.read(paths.data)
+    tensors = ImpressionTensors(prepared)
+    cfg, train = study.teacher, study.train
+    runs = [("default", s) for s in train.seeds]
+    runs += [(v, s) for v in cfg.variants for s in train.seeds[: cfg.variant_seeds]]
+    curves, rows = [], []
+    for variant, seed in runs:
+        seed_everything(seed, train.threads)
+        module = TeacherModule(build_teacher(prepared.cardinalities, cfg, variant), cfg)
+        t0 = time.perf_counter()
+        curve = fit(module, tensors, train, seed)
+        seconds = time.perf_counter() - t0
+        pred = predict_teacher(module, tensors)
+        out = paths.teacher(variant, seed)
+        save_state(module.model, out / "model.pt")
+        write_teacher_predictions(pred, out)
+        curves.append(curve.assign(variant=variant, seed=seed))
+        for split in ("val", "test"):
+            mask = prepared.split_mask(split)
+            m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
+            rows.append(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "split": split,
+                    "epochs": len(curve),
+                    "seconds": seconds,
+                    **m,
+                }
+            )
+    table = pd.DataFrame(rows)
+    write_parquet(table, paths.metrics / "teacher_runs.parquet")
+    write_json(
+        {"tau_seconds": prepared.tau_seconds, "tau_rule": prepared.meta["tau_rule"]},
+        paths.metrics / "tau.json",
+    )
+    write_csv(pd.concat(curves, ignore_index=True), paths.plots / "teacher_curves.csv")
+    summary = summarise_runs(table, group="variant", level=study.eval.ci_level)
+    write_json(summary, paths.metrics / "teacher.json")
+    return summary
+
+
+def summarise_runs(table: pd.DataFrame, group: str, level: float) -> dict[str, Any]:
+    """{group value: {split: {metric: mean and interval over seeds}}} for a per-seed run table."""
+    out: dict[str, Any] = {}
+    for (g, split), part in table.groupby([group, "split"], sort=False):
+        out.setdefault(g, {})[split] = {
+            m: jsonable(mean_ci(part[m].to_numpy(), level)) for m in V.RANKING_METRICS
+        }
+    return out
