@@ -23,7 +23,7 @@ TINY = {
 
 
 @pytest.fixture(scope="session")
-def tiny_params() -> dict:
+def tiny_params():
     from dmtl import params as P
 
     return P.load(REPO / "params.yaml", TINY)
@@ -32,12 +32,15 @@ def tiny_params() -> dict:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_params, tmp_path_factory) -> Path:
     """Root folder of a complete tiny run: prepare, teacher, every student, evaluate."""
-    from dmtl import pipeline
+    from dmtl.stages.evaluate import run_evaluate
+    from dmtl.stages.prepare import run_prepare
+    from dmtl.stages.student import run_student
+    from dmtl.stages.teacher import run_teacher
 
     root = tmp_path_factory.mktemp("tiny_run")
-    pipeline.run_prepare(tiny_params, root)
-    pipeline.run_teacher(tiny_params, root)
-    for name in tiny_params["students"]["names"]:
-        pipeline.run_student(tiny_params, name, root)
-    pipeline.run_evaluate(tiny_params, root)
+    run_prepare(tiny_params, root)
+    run_teacher(tiny_params, root)
+    for name in tiny_params.students.names:
+        run_student(tiny_params, name, root)
+    run_evaluate(tiny_params, root)
     return root

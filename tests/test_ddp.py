@@ -9,6 +9,7 @@ and everything after it run unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,15 +47,16 @@ class RankRecorder(Callback):
 
 
 @pytest.fixture(scope="module")
-def tiny() -> Iterator[tuple[dict, object]]:
+def tiny() -> Iterator[tuple]:
     """The tiny preset prepared once, with the study's params for it."""
     from dmtl import params as P
     from dmtl.features import prepare
-    from dmtl.simulator import make_config, simulate
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
 
     params = P.load(REPO / "params.yaml", {"data.preset": "tiny"})
-    log, _ = simulate(make_config("tiny"), seed=params["data"]["sim_seed"])
-    yield params, prepare(log, params["data"]["val_days"], params["data"]["test_days"], params["data"]["tau"])
+    log, _ = simulate(make_config("tiny"), seed=params.data.sim_seed)
+    yield params, prepare(log, params.data.val_days, params.data.test_days, params.data.tau)
 
 
 @pytest.fixture
@@ -70,32 +72,27 @@ def keep_threads() -> Iterator[None]:
 
 
 def _train_teacher(
-    params: dict, prepared, devices: int, strategy: str, folder: Path, seed: int = 0
+    params, prepared, devices: int, strategy: str, folder: Path, seed: int = 0
 ) -> dict[str, float]:
     from dmtl.data import ImpressionTensors
     from dmtl.metrics import auc
     from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, seed_everything
 
-    train = {
-        **params["train"],
-        "devices": devices,
-        "strategy": strategy,
-        "num_nodes": 1,
-        "accelerator": "cpu",
+    train = dataclasses.replace(
+        params.train,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=1,
+        accelerator="cpu",
         # The same global batch in both runs (DDP averages the ranks' gradients): the same optimisation,
         # only the data is split over processes.
-        "batch_size": 512 // devices,
-        "max_epochs": 3,
-        "threads": 1,
-    }
+        batch_size=512 // devices,
+        max_epochs=3,
+        threads=1,
+    )
     data = ImpressionTensors(prepared)
-    cards = {
-        "user": prepared.user_cardinalities,
-        "item": prepared.item_cardinalities,
-        "context": prepared.context_cardinalities,
-    }
     seed_everything(seed, 1)
-    module = TeacherModule(build_teacher(cards, params["teacher"]), params["teacher"])
+    module = TeacherModule(build_teacher(prepared.cardinalities, params.teacher), params.teacher)
     fit(module, data, train, seed=seed, extra_callbacks=[RankRecorder(folder)])
     pred = predict_teacher(module, data)
     test = prepared.split_mask("test")

@@ -7,14 +7,16 @@ import math
 import pytest
 import torch
 
+from dmtl.config import DistillConfig
 from dmtl.losses import (
     DISTILL_LOSSES,
-    STUDENT_TARGETS,
+    STUDENT_LOSSES,
     bce_ctcvr_from_logits,
     distillation_loss,
     student_loss,
     teacher_loss,
 )
+from dmtl.vocab import STUDENT_NAMES, student
 
 D = torch.float64
 
@@ -35,6 +37,7 @@ def teacher_out(logit_ctr: list[float], logit_cvr: list[float], dur_log: list[fl
 CLICK = torch.tensor([1, 1, 0, 0])
 LONG = torch.tensor([1, 0, 0, 0])
 DURATION = torch.tensor([math.e**2 - 1, math.e - 1, 0.0, 0.0], dtype=D)  # log1p -> [2, 1, 0, 0]
+TEACHER_1_1 = {"w_ctr": 1.0, "w_ctcvr": 1.0, "w_duration": 0.0}  # the paper's 1 : 1 loss, no duration head
 
 
 # ---------------------------------------------------------------- teacher
@@ -44,7 +47,7 @@ def test_teacher_loss_hand_computed_at_zero_logits() -> None:
     # p_ctr = p_cvr = 1/2, p_ctcvr = 1/4. CTR BCE is ln 2 for every impression. CTCVR BCE: ln 4 for the
     # long read, -ln(3/4) for the other three. Mean: (ln 4 + 3 ln(4/3)) / 4.
     out = teacher_out([0.0] * 4, [0.0] * 4)
-    loss, parts = teacher_loss(out, CLICK, LONG, w_ctr=2.0, w_ctcvr=0.5)
+    loss, parts = teacher_loss(out, CLICK, LONG, w_ctr=2.0, w_ctcvr=0.5, esmm=True, w_duration=0.0)
     want_ctcvr = (math.log(4) + 3 * math.log(4 / 3)) / 4
     assert parts["loss_ctr"].item() == pytest.approx(math.log(2))
     assert parts["loss_ctcvr"].item() == pytest.approx(want_ctcvr)
@@ -58,7 +61,7 @@ def test_teacher_loss_esmm_equals_formula() -> None:
     p_ctr, p_cvr = torch.sigmoid(out["logit_ctr"]), torch.sigmoid(out["logit_cvr"])
     y_c, y_ctcvr = CLICK.to(D), (CLICK * LONG).to(D)
     want = 0.7 * bce(y_c, p_ctr).mean() + 1.3 * bce(y_ctcvr, p_ctr * p_cvr).mean()
-    loss, _ = teacher_loss(out, CLICK, LONG, w_ctr=0.7, w_ctcvr=1.3)
+    loss, _ = teacher_loss(out, CLICK, LONG, w_ctr=0.7, w_ctcvr=1.3, esmm=True, w_duration=0.0)
     assert loss.item() == pytest.approx(want.item(), rel=1e-12)
 
 
@@ -67,19 +70,21 @@ def test_teacher_loss_no_esmm_uses_clicked_only() -> None:
     out = teacher_out(a, b)
     p_ctr, p_cvr = torch.sigmoid(out["logit_ctr"]), torch.sigmoid(out["logit_cvr"])
     want_cvr = (bce(torch.tensor(1.0, dtype=D), p_cvr[0]) + bce(torch.tensor(0.0, dtype=D), p_cvr[1])) / 2
-    loss, parts = teacher_loss(out, CLICK, LONG, w_ctr=1.0, w_ctcvr=2.0, esmm=False)
+    loss, parts = teacher_loss(out, CLICK, LONG, w_ctr=1.0, w_ctcvr=2.0, esmm=False, w_duration=0.0)
     assert set(parts) == {"loss_ctr", "loss_cvr"}
     assert parts["loss_cvr"].item() == pytest.approx(want_cvr.item(), rel=1e-12)
     assert loss.item() == pytest.approx((bce(CLICK.to(D), p_ctr).mean() + 2 * want_cvr).item(), rel=1e-12)
     # long_read on non-clicked impressions is never read.
-    loss2, _ = teacher_loss(out, CLICK, torch.tensor([1, 0, 1, 1]), w_ctr=1.0, w_ctcvr=2.0, esmm=False)
+    loss2, _ = teacher_loss(
+        out, CLICK, torch.tensor([1, 0, 1, 1]), w_ctr=1.0, w_ctcvr=2.0, esmm=False, w_duration=0.0
+    )
     assert loss2.item() == loss.item()
 
 
 def test_teacher_loss_no_esmm_without_clicks_is_zero_and_differentiable() -> None:
     logit_cvr = torch.tensor([0.3, -0.2], dtype=D, requires_grad=True)
     out = {"logit_ctr": torch.tensor([0.1, 0.2], dtype=D, requires_grad=True), "logit_cvr": logit_cvr}
-    loss, parts = teacher_loss(out, torch.zeros(2), torch.zeros(2), esmm=False)
+    loss, parts = teacher_loss(out, torch.zeros(2), torch.zeros(2), **TEACHER_1_1, esmm=False)
     assert parts["loss_cvr"].item() == 0.0
     loss.backward()
     assert torch.equal(logit_cvr.grad, torch.zeros(2, dtype=D))
@@ -87,13 +92,24 @@ def test_teacher_loss_no_esmm_without_clicks_is_zero_and_differentiable() -> Non
 
 def test_teacher_loss_duration_term() -> None:
     out = teacher_out([0.0] * 4, [0.0] * 4, dur_log=[1.0, 3.0, 5.0, 7.0])
-    base, _ = teacher_loss(out, CLICK, LONG)
-    loss, parts = teacher_loss(out, CLICK, LONG, w_duration=0.5, duration=DURATION)
+    base, _ = teacher_loss(out, CLICK, LONG, **TEACHER_1_1, esmm=True)
+    loss, parts = teacher_loss(
+        out, CLICK, LONG, w_ctr=1.0, w_ctcvr=1.0, esmm=True, w_duration=0.5, duration=DURATION
+    )
     # Clicked only: (1 - 2)^2 and (3 - 1)^2 -> mean 2.5; the non-clicks' predictions are ignored.
     assert parts["loss_duration"].item() == pytest.approx(2.5)
     assert loss.item() == pytest.approx(base.item() + 0.5 * 2.5)
     with pytest.raises(ValueError, match="duration_head"):
-        teacher_loss(teacher_out([0.0] * 4, [0.0] * 4), CLICK, LONG, w_duration=1.0, duration=DURATION)
+        teacher_loss(
+            teacher_out([0.0] * 4, [0.0] * 4),
+            CLICK,
+            LONG,
+            w_ctr=1.0,
+            w_ctcvr=1.0,
+            esmm=True,
+            w_duration=1.0,
+            duration=DURATION,
+        )
 
 
 def test_ctcvr_bce_stable_and_exact_at_saturation() -> None:
@@ -118,12 +134,30 @@ def test_ctcvr_bce_stable_and_exact_at_saturation() -> None:
 def test_teacher_loss_rejects_mismatched_shapes_and_negative_weights() -> None:
     out = teacher_out([0.0] * 4, [0.0] * 4)
     with pytest.raises(ValueError, match="shape"):
-        teacher_loss(out, CLICK[:, None], LONG)
+        teacher_loss(out, CLICK[:, None], LONG, **TEACHER_1_1, esmm=True)
     with pytest.raises(ValueError, match=">= 0"):
-        teacher_loss(out, CLICK, LONG, w_ctr=-1.0)
+        teacher_loss(out, CLICK, LONG, w_ctr=-1.0, w_ctcvr=1.0, esmm=True, w_duration=0.0)
 
 
 # ---------------------------------------------------------------- students
+
+
+def sl(name, logit, click, long_read, duration, soft=None, duration_scale=1.0, **distill):
+    """``student_loss`` on a batch of these labels, with the distillation settings a student with a teacher takes
+    (``distill_loss`` bce, ``kl_temperature`` 1, ``hard_weight`` 0 unless given)."""
+    batch = {"click": click, "long_read": long_read, "duration": duration}
+    if soft is not None:
+        batch["soft_label"] = soft
+    settings = None
+    if name in STUDENT_NAMES and student(name).needs_teacher:
+        base = {"soft_target": "p_ctcvr", "distill_loss": "bce", "kl_temperature": 1.0, "hard_weight": 0.0}
+        settings = DistillConfig(**{**base, **distill}, teacher_training="two_stage")
+    return student_loss(name, logit, batch, duration_scale, settings)
+
+
+def test_every_student_of_the_vocabulary_has_its_loss() -> None:
+    assert set(STUDENT_LOSSES) == set(STUDENT_NAMES)
+
 
 LOGIT = torch.tensor([0.5, -1.0, 2.0, -0.2], dtype=D)
 SOFT = torch.tensor([0.6, 0.2, 0.05, 0.01], dtype=D)
@@ -131,15 +165,15 @@ SOFT = torch.tensor([0.6, 0.2, 0.05, 0.01], dtype=D)
 
 def test_student_ctr_and_ctcvr_hard() -> None:
     p = torch.sigmoid(LOGIT)
-    got = student_loss("ctr", LOGIT, CLICK, LONG, DURATION)
+    got = sl("ctr", LOGIT, CLICK, LONG, DURATION)
     assert got.item() == pytest.approx(bce(CLICK.to(D), p).mean().item(), rel=1e-12)
-    got = student_loss("ctcvr_hard", LOGIT, CLICK, LONG, DURATION)
+    got = sl("ctcvr_hard", LOGIT, CLICK, LONG, DURATION)
     assert got.item() == pytest.approx(bce((CLICK * LONG).to(D), p).mean().item(), rel=1e-12)
 
 
 def test_student_duration_regression() -> None:
     # Targets log1p(duration) = [2, 1, 0, 0]; non-clicks regress to 0.
-    got = student_loss("duration_regression", LOGIT, CLICK, LONG, DURATION)
+    got = sl("duration_regression", LOGIT, CLICK, LONG, DURATION)
     want = ((0.5 - 2) ** 2 + (-1 - 1) ** 2 + 2.0**2 + 0.2**2) / 4
     assert got.item() == pytest.approx(want, rel=1e-12)
 
@@ -149,43 +183,41 @@ def test_student_weighted_lr() -> None:
     scale = 10.0
     w = torch.tensor([(math.e**2 - 1) / scale, (math.e - 1) / scale, 1.0, 1.0], dtype=D)
     want = (w * bce(CLICK.to(D), p)).sum() / 4  # normalised by batch size
-    got = student_loss("weighted_lr", LOGIT, CLICK, LONG, DURATION, duration_scale=scale)
+    got = sl("weighted_lr", LOGIT, CLICK, LONG, DURATION, duration_scale=scale)
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
     with pytest.raises(ValueError, match="duration_scale"):
-        student_loss("weighted_lr", LOGIT, CLICK, LONG, DURATION, duration_scale=0.0)
+        sl("weighted_lr", LOGIT, CLICK, LONG, DURATION, duration_scale=0.0)
 
 
 def test_student_dmtl_each_distillation_loss() -> None:
     p = torch.sigmoid(LOGIT)
-    got = student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT)
+    got = sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT)
     assert got.item() == pytest.approx(bce(SOFT, p).mean().item(), rel=1e-12)
-    got = student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="mse")
+    got = sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="mse")
     assert got.item() == pytest.approx(((p - SOFT) ** 2).mean().item(), rel=1e-12)
     t = 2.0
     q, s = torch.sigmoid(torch.logit(SOFT) / t), torch.sigmoid(LOGIT / t)
     kl = q * torch.log(q / s) + (1 - q) * torch.log((1 - q) / (1 - s))
-    got = student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="kl", temperature=t)
+    got = sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="kl", kl_temperature=t)
     assert got.item() == pytest.approx((t * t * kl.mean()).item(), rel=1e-9)
 
 
 def test_student_dmtl_hard_weight() -> None:
     p = torch.sigmoid(LOGIT)
-    got = student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, hard_weight=0.3)
+    got = sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, hard_weight=0.3)
     want = bce(SOFT, p).mean() + 0.3 * bce((CLICK * LONG).to(D), p).mean()
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize("distill", DISTILL_LOSSES)
 def test_student_dmtl_ignores_labels_when_hard_weight_is_zero(distill: str) -> None:
-    base = student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss=distill, temperature=1.5)
-    other = student_loss(
-        "dmtl", LOGIT, 1 - CLICK, 1 - LONG, DURATION * 7 + 3, SOFT, distill_loss=distill, temperature=1.5
+    base = sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss=distill, kl_temperature=1.5)
+    other = sl(
+        "dmtl", LOGIT, 1 - CLICK, 1 - LONG, DURATION * 7 + 3, SOFT, distill_loss=distill, kl_temperature=1.5
     )
     assert other.item() == base.item()
     # ... and they do matter once the hard term is on.
-    hard = student_loss(
-        "dmtl", LOGIT, 1 - CLICK, 1 - LONG, DURATION, SOFT, distill_loss=distill, hard_weight=1.0
-    )
+    hard = sl("dmtl", LOGIT, 1 - CLICK, 1 - LONG, DURATION, SOFT, distill_loss=distill, hard_weight=1.0)
     assert hard.item() != pytest.approx(base.item())
 
 
@@ -199,17 +231,17 @@ def test_dmtl_sends_no_gradient_into_the_teacher() -> None:
     logit = LOGIT.clone().requires_grad_()
     soft = SOFT.clone().requires_grad_()
     for distill in DISTILL_LOSSES:
-        student_loss("dmtl", logit, CLICK, LONG, DURATION, soft, distill_loss=distill).backward()
+        sl("dmtl", logit, CLICK, LONG, DURATION, soft, distill_loss=distill).backward()
     assert soft.grad is None
     assert logit.grad is not None and logit.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("target", STUDENT_TARGETS)
+@pytest.mark.parametrize("target", STUDENT_NAMES)
 @pytest.mark.parametrize("distill", DISTILL_LOSSES)
 def test_student_losses_finite_at_saturated_logits(target: str, distill: str) -> None:
     logit = torch.tensor([100.0, -100.0, 100.0, -100.0], requires_grad=True)
     soft = torch.tensor([0.0, 1.0, 1.0, 0.0])  # maximally wrong and exactly right soft labels
-    loss = student_loss(
+    loss = sl(
         target,
         logit,
         CLICK,
@@ -217,7 +249,7 @@ def test_student_losses_finite_at_saturated_logits(target: str, distill: str) ->
         DURATION.float(),
         soft,
         distill_loss=distill,
-        temperature=2.0,
+        kl_temperature=2.0,
         hard_weight=0.5,
     )
     loss.backward()
@@ -226,17 +258,17 @@ def test_student_losses_finite_at_saturated_logits(target: str, distill: str) ->
 
 def test_student_loss_bad_input() -> None:
     with pytest.raises(ValueError, match="valid: .*'ctr'.*'dmtl'"):
-        student_loss("clicks", LOGIT, CLICK, LONG, DURATION)
+        sl("clicks", LOGIT, CLICK, LONG, DURATION)
     with pytest.raises(ValueError, match="valid: .*'bce'.*'kl'"):
-        student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="huber")
+        sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="huber")
     with pytest.raises(ValueError, match="soft_label"):
-        student_loss("dmtl", LOGIT, CLICK, LONG, DURATION)
+        sl("dmtl", LOGIT, CLICK, LONG, DURATION)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT * 30)
+        sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT * 30)
     with pytest.raises(ValueError, match="shape"):
-        student_loss("ctr", LOGIT, CLICK[:, None], LONG, DURATION)
+        sl("ctr", LOGIT, CLICK[:, None], LONG, DURATION)
     with pytest.raises(ValueError, match="temperature"):
-        student_loss("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="kl", temperature=0.0)
+        sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="kl", kl_temperature=0.0)
 
 
 def test_weighted_lr_odds_approximate_expected_duration() -> None:
@@ -261,7 +293,7 @@ def test_weighted_lr_odds_approximate_expected_duration() -> None:
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = student_loss("weighted_lr", theta[group], click, click, duration, duration_scale=scale)
+        loss = sl("weighted_lr", theta[group], click, click, duration, duration_scale=scale)
         loss.backward()
         return loss
 

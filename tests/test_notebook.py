@@ -93,12 +93,12 @@ def test_failing_line_points_at_the_cell_not_the_library() -> None:
         "\x1b[31mDataError\x1b[39m                  Traceback (most recent call last)",
         "\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[4]\x1b[39m\x1b[32m, line 3\x1b[39m\n"
         "\x1b[32m      1\x1b[39m params = P.load(params_file)\n"
-        "\x1b[32m----> \x1b[39m\x1b[32m3\x1b[39m summary = pipeline.run_prepare(params, root)\n",
+        "\x1b[32m----> \x1b[39m\x1b[32m3\x1b[39m summary = run_prepare(params, root)\n",
         "\x1b[36mFile \x1b[39m\x1b[32m/src/dmtl/features.py:90\x1b[39m, in \x1b[36msplit_days\x1b[39m\n"
         "\x1b[32m---> \x1b[39m\x1b[32m90\x1b[39m     raise DataError(\n",
         "\x1b[31mDataError\x1b[39m: log, column 'day': ...",
     ]
-    assert failing_line(traceback) == "line 3: summary = pipeline.run_prepare(params, root)"
+    assert failing_line(traceback) == "line 3: summary = run_prepare(params, root)"
     assert failing_line(["SyntaxError: invalid syntax"]) is None
 
 

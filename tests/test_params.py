@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dmtl import config as C
 from dmtl import params as P
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,13 +17,34 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def base() -> dict[str, Any]:
-    return P.load(REPO / "params.yaml")
+    """params.yaml as its YAML tree (what overrides are applied to)."""
+    return P.load(REPO / "params.yaml").to_dict()
 
 
 def test_params_yaml_itself_validates(base: dict[str, Any]) -> None:
-    P.validate(base)
-    assert set(base) == set(P.SPEC)
-    assert base["eval"]["reference"] in base["students"]["names"]
+    study = P.validate(base)
+    assert set(base) == set(C.GROUPS)
+    assert study.eval.reference in study.students.names
+    assert study.to_dict() == base  # the typed study gives its tree back unchanged
+
+
+def test_typed_groups_and_one_name_per_meaning(base: dict[str, Any]) -> None:
+    study = P.validate(base)
+    assert isinstance(study.train.seeds, tuple) and study.train.batch_size == base["train"]["batch_size"]
+    # A student without a teacher takes no distillation settings; one with a teacher takes them all.
+    assert study.students["ctr"].distill is None
+    assert study.students["dmtl"].distill.distill_loss == base["students"]["dmtl"]["distill_loss"]
+    # The cosine and the KL temperature are two keys, so one can never overwrite the other.
+    assert "cosine_temperature" in base["students"]["common"] and "kl_temperature" in base["students"]["dmtl"]
+    with pytest.raises(P.ParamsError, match=r"unknown key\(s\) \['students.ctr.hard_weight'\]"):
+        P.apply_overrides(base, {"students.ctr.hard_weight": 0.5})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        study.train.max_epochs = 99  # type: ignore[misc]
+
+
+def test_every_key_is_documented() -> None:
+    for cls in (C.DataConfig, C.TrainConfig, C.TeacherConfig, C.TowersConfig, C.DistillConfig, C.EvalConfig):
+        assert all(doc for doc in C.describe(cls).values()), cls.__name__
 
 
 @pytest.mark.parametrize(
@@ -29,14 +52,20 @@ def test_params_yaml_itself_validates(base: dict[str, Any]) -> None:
     [
         # unknown keys: the message names the key and lists the valid ones at that level
         ({"trian": {}}, r"unknown key\(s\) \['trian'\] in params.yaml; valid keys: \['data', 'eval'"),
-        ({"students.dmtl.los": "mse"}, r"\['students.dmtl.los'\] in students.dmtl; valid keys: \[.*'loss'"),
+        (
+            {"students.dmtl.los": "mse"},
+            r"\['students.dmtl.los'\] in students.dmtl; valid keys: \[.*'distill_loss'",
+        ),
         ({"train.epochs": 3}, r"\['train.epochs'\] in train; valid keys: \[.*'max_epochs'"),
-        ({"students.common.dropout": 0.1}, r"in students.common; valid keys: \['out_dim', 'score'"),
+        (
+            {"students.common.dropout": 0.1},
+            r"in students.common; valid keys: \['cosine_temperature', 'out_dim'",
+        ),
         # bad choices: the options are listed
         ({"data.source": "kandian"}, r"data.source = 'kandian' is not valid; choose one of \['simulated'"),
-        ({"students.dmtl.loss": "hinge"}, r"choose one of \['bce', 'mse', 'kl'\]"),
+        ({"students.dmtl.distill_loss": "hinge"}, r"choose one of \['bce', 'mse', 'kl'\]"),
         ({"teacher.backbone": "ple"}, r"choose one of \['mmoe', 'shared_bottom'\]"),
-        ({"students.names": ["ctr", "dssm"]}, r"unknown entries \['dssm'\]; choose from \['ctr'"),
+        ({"students.names": ["ctr", "dssm"]}, r"unknown entries \['dssm'\]; choose from \['dmtl', 'ctr'"),
         ({"students.names": ["ctr", "ctr"]}, "repeats an entry"),
         ({"teacher.variants": ["ple"]}, r"choose from \['shared_bottom', 'no_esmm'\]"),
         # wrong types
@@ -76,7 +105,8 @@ def test_bad_params_stop_with_the_options(base: dict[str, Any], overrides: dict,
 
 @pytest.mark.parametrize("devices", [1, 4, -1, "auto", [0, 1], "0,1", "2"], ids=lambda d: f"devices={d!r}")
 def test_lightning_device_forms_are_accepted(base: dict[str, Any], devices: Any) -> None:
-    assert P.apply_overrides(base, {"train.devices": devices})["train"]["devices"] == devices
+    got = P.apply_overrides(base, {"train.devices": devices}).train.devices
+    assert (list(got) if isinstance(got, tuple) else got) == devices
 
 
 def test_missing_key_is_named(base: dict[str, Any]) -> None:
@@ -88,16 +118,16 @@ def test_missing_key_is_named(base: dict[str, Any]) -> None:
 
 def test_p_ctr_x_duration_needs_the_duration_head(base: dict[str, Any]) -> None:
     with pytest.raises(P.ParamsError, match="set teacher.w_duration > 0"):
-        P.apply_overrides(base, {"students.dmtl.target": "p_ctr_x_duration", "teacher.w_duration": 0.0})
-    ok = P.apply_overrides(base, {"students.dmtl.target": "p_ctr_x_duration", "teacher.w_duration": 0.5})
-    assert ok["teacher"]["w_duration"] == 0.5
+        P.apply_overrides(base, {"students.dmtl.soft_target": "p_ctr_x_duration", "teacher.w_duration": 0.0})
+    ok = P.apply_overrides(base, {"students.dmtl.soft_target": "p_ctr_x_duration", "teacher.w_duration": 0.5})
+    assert ok.teacher.w_duration == 0.5
 
 
 def test_eval_reference_must_be_a_trained_student(base: dict[str, Any]) -> None:
     with pytest.raises(P.ParamsError, match="eval.reference = 'dmtl' must be one of students.names"):
         P.apply_overrides(base, {"students.names": ["ctr", "weighted_lr"]})
     ok = P.apply_overrides(base, {"students.names": ["ctr", "dmtl"]})
-    assert ok["students"]["names"] == ["ctr", "dmtl"]
+    assert ok.students.names == ("ctr", "dmtl")
 
 
 def test_bad_simulator_override_lists_the_knobs(base: dict[str, Any]) -> None:
@@ -114,7 +144,7 @@ def test_bad_simulator_override_lists_the_knobs(base: dict[str, Any]) -> None:
 def test_simulator_knobs_are_checked_only_for_the_simulated_source(base: dict[str, Any]) -> None:
     # data.sim is ignored for real data, so a real-data run is not stopped by it...
     real = P.apply_overrides(base, {"data.source": "generic", "data.sim": {"clickbait_shares": 0.2}})
-    assert real["data"]["source"] == "generic"
+    assert real.data.source == "generic"
     # ...but it is checked as soon as the source is the simulator again.
     with pytest.raises(P.ParamsError, match="unknown simulator knob"):
         P.apply_overrides(real, {"data.source": "simulated"})
@@ -124,7 +154,7 @@ def test_simulator_knobs_are_checked_only_for_the_simulated_source(base: dict[st
     ("grid", "message"),
     [
         (
-            {"x": {"param": "students.dmtl.loss", "values": ["bce", "hinge"]}},
+            {"x": {"param": "students.dmtl.distill_loss", "values": ["bce", "hinge"]}},
             r"sweeps.grid.x: .*'hinge'.*bce",
         ),
         ({"x": {"param": "students.dmtl.los", "values": ["bce"]}}, r"sweeps.grid.x: unknown key.*dmtl.los"),
@@ -132,10 +162,10 @@ def test_simulator_knobs_are_checked_only_for_the_simulated_source(base: dict[st
         ({"x": {"param": "data.sim.clickbait_share", "values": [0.1, 2.0]}}, r"sweeps.grid.x: data.sim"),
         ({"x": {"param": "train.seeds", "values": [[0, 0]]}}, "sweeps.grid.x: .*repeats an entry"),
         # a string is not a list of values: it would otherwise be swept one character at a time
-        ({"x": {"param": "students.dmtl.loss", "values": "bce"}}, r"values: \[a non-empty list\]"),
-        ({"x": {"param": "students.dmtl.loss", "values": []}}, "non-empty list"),
-        ({"x": {"param": "students.dmtl.loss"}}, "must be {param: dotted.key"),
-        ({"x": {"param": "students.dmtl.loss", "values": ["bce"], "seeds": [0]}}, "must be {param"),
+        ({"x": {"param": "students.dmtl.distill_loss", "values": "bce"}}, r"values: \[a non-empty list\]"),
+        ({"x": {"param": "students.dmtl.distill_loss", "values": []}}, "non-empty list"),
+        ({"x": {"param": "students.dmtl.distill_loss"}}, "must be {param: dotted.key"),
+        ({"x": {"param": "students.dmtl.distill_loss", "values": ["bce"], "seeds": [0]}}, "must be {param"),
     ],
 )
 def test_bad_sweep_values_fail_before_any_run(base: dict[str, Any], grid: dict, message: str) -> None:
@@ -150,18 +180,20 @@ def test_every_sweep_value_of_params_yaml_validates(base: dict[str, Any]) -> Non
 
 
 def test_json_string_overrides_as_papermill_passes_them(tmp_path: Path) -> None:
-    text = json.dumps({"train.max_epochs": 2, "students.dmtl.loss": "kl", "data.sim.clickbait_share": 0.3})
-    params = P.load(REPO / "params.yaml", text)
-    assert params["train"]["max_epochs"] == 2
-    assert params["students"]["dmtl"]["loss"] == "kl"
-    assert params["data"]["sim"] == {"clickbait_share": 0.3}
+    text = json.dumps(
+        {"train.max_epochs": 2, "students.dmtl.distill_loss": "kl", "data.sim.clickbait_share": 0.3}
+    )
+    study = P.load(REPO / "params.yaml", text)
+    assert study.train.max_epochs == 2
+    assert study.students["dmtl"].distill.distill_loss == "kl"
+    assert study.data.sim == {"clickbait_share": 0.3}
     assert P.load(REPO / "params.yaml", "  ") == P.load(REPO / "params.yaml")
     with pytest.raises(P.ParamsError, match="are not valid JSON"):
         P.load(REPO / "params.yaml", "{train.max_epochs: 2}")
     with pytest.raises(P.ParamsError, match="must be a mapping of dotted keys"):
         P.load(REPO / "params.yaml", "[1, 2]")
-    with pytest.raises(P.ParamsError, match="params.yaml: .*students.dmtl.loss = 'hinge'"):
-        P.load(REPO / "params.yaml", json.dumps({"students.dmtl.loss": "hinge"}))
+    with pytest.raises(P.ParamsError, match="params.yaml: .*students.dmtl.distill_loss = 'hinge'"):
+        P.load(REPO / "params.yaml", json.dumps({"students.dmtl.distill_loss": "hinge"}))
 
 
 def test_overrides_do_not_touch_the_base(base: dict[str, Any]) -> None:
@@ -173,7 +205,7 @@ def test_overrides_do_not_touch_the_base(base: dict[str, Any]) -> None:
 def test_dotted_overrides_create_keys_only_where_allowed(base: dict[str, Any]) -> None:
     # data.sim is free-form (the simulator checks its own knobs): a new knob may be created there.
     out = P.apply_overrides(base, {"data.sim.clickbait_share": 0.3})
-    assert out["data"]["sim"] == {"clickbait_share": 0.3}
+    assert out.data.sim == {"clickbait_share": 0.3}
     # A new leaf elsewhere is an unknown key...
     with pytest.raises(P.ParamsError, match=r"unknown key\(s\) \['teacher.n_expert'\]"):
         P.apply_overrides(base, {"teacher.n_expert": 8})

@@ -9,23 +9,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmtl import pipeline
 from dmtl.features import Prepared
 from dmtl.io import read_json
 from dmtl.metrics import auc
+from dmtl.paths import Paths
+from dmtl.stages.evaluate import run_evaluate
+from dmtl.stages.prepare import run_prepare
+from dmtl.stages.student import run_student
+from dmtl.stages.teacher import run_teacher
 
 
 def test_every_model_and_metric_is_reported(tiny_run, tiny_params):
     summary = read_json(tiny_run / "metrics" / "metrics.json")
     models = set(summary["models"])
-    assert models == {"teacher", *tiny_params["students"]["names"]}
-    for name in tiny_params["students"]["names"]:
-        for k in tiny_params["eval"]["ks"]:
+    assert models == {"teacher", *tiny_params.students.names}
+    for name in tiny_params.students.names:
+        for k in tiny_params.eval.ks:
             for base in ("recall_long", "recall_click", "bait_share", "oracle_read_time"):
                 d = summary["models"][name][f"{base}@{k}"]
                 assert len(d["values"]) == 2 and d["ci_low"] <= d["mean"] <= d["ci_high"]
     assert "recall_long@100" not in summary["models"]["teacher"]  # the teacher has no towers: not retrievable
-    for other in set(tiny_params["students"]["names"]) - {"dmtl"}:
+    for other in set(tiny_params.students.names) - {"dmtl"}:
         assert "verdict" in summary["comparisons"][f"dmtl_vs_{other}"]["auc_ctcvr"]
 
 
@@ -56,7 +60,7 @@ def test_teacher_beats_constant_and_popularity_on_auc_ctcvr(tiny_run):
 
 
 def test_teacher_outputs_respect_esmm(tiny_run, tiny_params):
-    pred = pd.read_parquet(pipeline.Paths(tiny_run).teacher("default", 0) / "predictions.parquet")
+    pred = pd.read_parquet(Paths(tiny_run).teacher("default", 0) / "predictions.parquet")
     assert (pred["p_ctcvr"] <= pred["p_ctr"] + 1e-7).all()
     np.testing.assert_allclose(pred["p_ctcvr"], pred["p_ctr"] * pred["p_cvr"], rtol=1e-5, atol=1e-7)
     assert len(pred) == len(Prepared.read(tiny_run / "artifacts" / "data").impressions)
@@ -64,11 +68,11 @@ def test_teacher_outputs_respect_esmm(tiny_run, tiny_params):
 
 def test_student_embeddings_cover_users_and_corpus(tiny_run, tiny_params):
     prepared = Prepared.read(tiny_run / "artifacts" / "data")
-    for name in tiny_params["students"]["names"]:
-        d = pipeline.Paths(tiny_run).student(name, 1)
+    for name in tiny_params.students.names:
+        d = Paths(tiny_run).student(name, 1)
         u, v = np.load(d / "user_emb.npy"), np.load(d / "item_emb.npy")
-        assert u.shape == (len(prepared.users), tiny_params["students"]["common"]["out_dim"])
-        assert v.shape == (len(prepared.items), tiny_params["students"]["common"]["out_dim"])
+        assert u.shape == (len(prepared.users), tiny_params.students.common.out_dim)
+        assert v.shape == (len(prepared.items), tiny_params.students.common.out_dim)
         assert np.isfinite(u).all() and np.isfinite(v).all()
 
 
@@ -88,11 +92,11 @@ def test_report_table_equals_metrics_file(tiny_run):
 
 def test_same_params_give_identical_metrics(tiny_run, tiny_params, tmp_path):
     """Determinism: a second run of every stage with the same params writes the same metrics file."""
-    pipeline.run_prepare(tiny_params, tmp_path)
-    pipeline.run_teacher(tiny_params, tmp_path)
-    for name in tiny_params["students"]["names"]:
-        pipeline.run_student(tiny_params, name, tmp_path)
-    pipeline.run_evaluate(tiny_params, tmp_path)
+    run_prepare(tiny_params, tmp_path)
+    run_teacher(tiny_params, tmp_path)
+    for name in tiny_params.students.names:
+        run_student(tiny_params, name, tmp_path)
+    run_evaluate(tiny_params, tmp_path)
     first = json.loads((tiny_run / "metrics" / "metrics.json").read_text())
     second = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
     assert first == second
@@ -114,20 +118,20 @@ def test_joint_regime_trains_teacher_alongside_with_stop_gradient(tiny_run, tiny
     from dmtl import params as P
 
     params = P.apply_overrides(
-        tiny_params, {"students.dmtl.regime": "joint", "train.seeds": [0], "train.max_epochs": 1}
+        tiny_params, {"students.dmtl.teacher_training": "joint", "train.seeds": [0], "train.max_epochs": 1}
     )
     (tmp_path / "artifacts").mkdir()
     os.symlink(tiny_run / "artifacts" / "data", tmp_path / "artifacts" / "data")  # no teacher folder at all
-    summary = pipeline.run_student(params, "dmtl", tmp_path)
+    summary = run_student(params, "dmtl", tmp_path)
     assert summary["runs"][0]["epochs"] == 1 and np.isfinite(summary["runs"][0]["best_val_loss"])
-    emb = np.load(pipeline.Paths(tmp_path).student("dmtl", 0) / "item_emb.npy")
+    emb = np.load(Paths(tmp_path).student("dmtl", 0) / "item_emb.npy")
     assert np.isfinite(emb).all()
 
 
 def test_p_ctr_x_duration_target_formula():
     import torch
 
-    from dmtl.training import soft_label_from_teacher
+    from dmtl.losses import soft_target_from_teacher as soft_label_from_teacher
 
     out = {
         "p_ctr": torch.tensor([0.5, 0.2, 0.9, 0.9]),
@@ -143,6 +147,15 @@ def test_p_ctr_x_duration_target_formula():
         soft_label_from_teacher(out, "p_cvr", 1.0)
 
 
+def test_student_hyperparameters_record_each_temperature_under_its_own_name(tiny_run):
+    """The cosine temperature of the towers and the KL temperature of distillation are two settings: the
+    metrics file of a distilled student records both, and never one in place of the other."""
+    ctr = read_json(tiny_run / "metrics" / "students" / "ctr.json")["hyperparameters"]
+    dmtl = read_json(tiny_run / "metrics" / "students" / "dmtl.json")["hyperparameters"]
+    assert dmtl["cosine_temperature"] == ctr["cosine_temperature"]
+    assert "kl_temperature" in dmtl and "kl_temperature" not in ctr and "temperature" not in dmtl
+
+
 def test_unknown_student_is_named(tiny_params, tmp_path):
     with pytest.raises(ValueError, match="students.names"):
-        pipeline.run_student(tiny_params, "dssm", tmp_path)
+        run_student(tiny_params, "dssm", tmp_path)

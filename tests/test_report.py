@@ -58,12 +58,12 @@ def test_tuning_chooses_lowest_validation_loss_per_student_and_applies_it(tmp_pa
 
 def test_grid_is_the_same_for_every_student():
     """Fairness of the committed tuning run: every student was tried on exactly the grid of params.yaml."""
-    from dmtl.params import read_yaml
+    from dmtl.params import load, read_yaml
 
-    params = read_yaml(REPO / "params.yaml")
-    points = {tuple(p.values()) for p in tuning.grid_points(params["tuning"]["grid"])}
+    params = load(REPO / "params.yaml")
+    points = {tuple(p.values()) for p in tuning.grid_points(params.tuning.grid)}
     grid = pd.read_csv(REPO / "tuning" / "grid.csv")
-    assert set(grid["student"]) == set(params["students"]["names"])
+    assert set(grid["student"]) == set(params.students.names)
     for student, part in grid.groupby("student"):
         tried = [tuple(r) for r in part[list(tuning.GRID_KEYS)].itertuples(index=False)]
         assert len(tried) == len(set(tried)) and set(tried) == points, student
@@ -72,4 +72,4 @@ def test_grid_is_the_same_for_every_student():
     assert chosen == tuning.choose(grid)
     for student, values in chosen.items():
         for key, value in values.items():
-            assert params["students"][student][key] == pytest.approx(value), (student, key)
+            assert getattr(params.students[student], key) == pytest.approx(value), (student, key)

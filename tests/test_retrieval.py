@@ -123,7 +123,7 @@ def test_hnsw_finds_the_exact_neighbours_of_tower_embeddings(tiny_run, tiny_para
     neighbours and keeps the exact inner products as scores."""
     import faiss
 
-    for name in tiny_params["students"]["names"]:
+    for name in tiny_params.students.names:
         folder = tiny_run / "artifacts" / "students" / name / "seed_0"
         users, items = np.load(folder / "user_emb.npy"), np.load(folder / "item_emb.npy")
         _, exact_idx = exact_topk(users, items, k=50)

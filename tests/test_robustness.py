@@ -28,8 +28,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from dmtl import params as P
-from dmtl import pipeline, training
+from dmtl import training
 from dmtl.io import atomic_path, read_json, write_json, write_parquet
+from dmtl.stages import student as student_stage
+from dmtl.stages import teacher as teacher_stage
+from dmtl.stages.prepare import run_prepare
+from dmtl.stages.student import run_student
+from dmtl.stages.teacher import run_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +76,7 @@ class Crash(Callback):
 STAGES: dict[str, tuple[Callable[[dict, Path], Any], list[str]]] = {
     # stage -> (run it, the outputs it must not leave behind when interrupted)
     "teacher": (
-        pipeline.run_teacher,
+        run_teacher,
         [
             "artifacts/teacher",
             "metrics/teacher.json",
@@ -81,14 +86,14 @@ STAGES: dict[str, tuple[Callable[[dict, Path], Any], list[str]]] = {
         ],
     ),
     "student_ctr": (
-        lambda params, root: pipeline.run_student(params, "ctr", root),
+        lambda params, root: run_student(params, "ctr", root),
         ["artifacts/students/ctr", "metrics/students/ctr.json", "plots/students/ctr_curves.csv"],
     ),
 }
 
 
 @pytest.fixture(scope="module")
-def fast_params() -> dict[str, Any]:
+def fast_params():
     return P.load(REPO / "params.yaml", FAST)
 
 
@@ -96,7 +101,7 @@ def fast_params() -> dict[str, Any]:
 def reference(fast_params: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Prepared data and an uninterrupted run of every stage under test."""
     root = tmp_path_factory.mktemp("reference")
-    pipeline.run_prepare(fast_params, root)
+    run_prepare(fast_params, root)
     for run, _ in STAGES.values():
         run(fast_params, root)
     return root
@@ -128,7 +133,7 @@ def restore_sigint() -> Iterator[None]:
 
 
 def inject(monkeypatch: pytest.MonkeyPatch, crash: Crash) -> None:
-    """Make every ``fit`` of the stages run with the crash callback (they import ``fit`` when called)."""
+    """Make every ``fit`` of the training stages run with the crash callback."""
     real_fit = training.fit
 
     def fit_with_crash(
@@ -140,7 +145,8 @@ def inject(monkeypatch: pytest.MonkeyPatch, crash: Crash) -> None:
     ) -> pd.DataFrame:
         return real_fit(module, data, train, seed, [*(extra_callbacks or []), crash])
 
-    monkeypatch.setattr(training, "fit", fit_with_crash)
+    for stage in (teacher_stage, student_stage):
+        monkeypatch.setattr(stage, "fit", fit_with_crash)
 
 
 def files_under(root: Path) -> list[str]:
@@ -221,7 +227,7 @@ def test_ctrl_c_exits_with_status_1_and_leaves_nothing(
     crash = Crash(lambda: KeyboardInterrupt(), private_temp)
     inject(monkeypatch, crash)
     with pytest.raises(SystemExit) as stop:
-        pipeline.run_teacher(fast_params, fresh_root)
+        run_teacher(fast_params, fresh_root)
     assert stop.value.code == 1
     assert crash.files_at_crash
     assert list(private_temp.iterdir()) == []
@@ -232,7 +238,8 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
     from lightning.pytorch.callbacks import Callback
-    from dmtl import params as P, pipeline, training
+    from dmtl import params as P, training
+    from dmtl.stages import teacher
 
     class Kill(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, i):
@@ -240,10 +247,10 @@ KILL_SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     real_fit = training.fit
-    training.fit = lambda module, data, train, seed, extra_callbacks=None: real_fit(
+    teacher.fit = lambda module, data, train, seed, extra_callbacks=None: real_fit(
         module, data, train, seed, [Kill()]
     )
-    pipeline.run_teacher(P.load(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
+    teacher.run_teacher(P.load(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
     """
 ).format(epoch=CRASH_EPOCH, batch=CRASH_BATCH)
 
@@ -268,7 +275,7 @@ def test_sigkill_mid_epoch_leaves_no_output_and_rerun_is_exact(
     # reads it (each run makes a new private folder), so the rerun below is unaffected by it.
     left = [p.name for p in temp.iterdir()]
     assert len(left) == 1 and left[0].startswith("dmtl-ckpt-"), left
-    pipeline.run_teacher(fast_params, fresh_root)
+    run_teacher(fast_params, fresh_root)
     assert_same_outputs(reference, fresh_root, outputs)
 
 

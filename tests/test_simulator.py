@@ -1,4 +1,4 @@
-"""Tests of the simulated feed (dmtl.simulator): determinism, schema, calibration, oracle, knobs."""
+"""Tests of the simulated feed (dmtl.sources.simulator): determinism, schema, calibration, oracle, knobs."""
 
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from dmtl.schema import IMPRESSION_COLUMNS, check_feed_log
-from dmtl.simulator import (
-    CALIBRATION_TARGETS,
-    PRESETS,
-    Oracle,
-    SimConfig,
-    affinity_columns,
-    calibration,
-    make_config,
-    read_simulation,
-    simulate,
-    write_simulation,
-)
+from dmtl.schema import IMPRESSION_COLUMNS, FeedLog, check_feed_log
+from dmtl.sources.simulator.calibration import CALIBRATION_TARGETS, calibration
+from dmtl.sources.simulator.config import PRESETS, SimConfig, make_config
+from dmtl.sources.simulator.oracle import Oracle, affinity_columns
+from dmtl.sources.simulator.world import simulate
 
 SEED = 2021
 
@@ -35,6 +27,12 @@ def tiny():
 @pytest.fixture(scope="module")
 def default():
     return simulate(make_config("default"), SEED)
+
+
+def write_simulation(log: FeedLog, oracle: Oracle, directory: Path) -> None:
+    """The log's tables and its oracle, as the prepare stage writes them."""
+    log.write(directory)
+    oracle.write(directory / "oracle")
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -336,11 +334,15 @@ def test_oracle_round_trip(tmp_path, tiny):
     log, oracle = tiny
     write_simulation(log, oracle, tmp_path / "sim")
     write_simulation(log, oracle, tmp_path / "sim")  # overwriting an existing world is fine
-    assert [p.name for p in tmp_path.iterdir()] == ["sim"]  # no temporary directories left behind
-    log2, oracle2 = read_simulation(tmp_path / "sim")
+    assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == [
+        "impressions.parquet",
+        "items.parquet",
+        "oracle",
+        "users.parquet",
+    ]  # no temporary files left behind
+    log2, oracle2 = FeedLog.read(tmp_path / "sim"), Oracle.read(tmp_path / "sim" / "oracle")
     check_feed_log(log2)
     pd.testing.assert_frame_equal(log.impressions, log2.impressions)
-    assert log2.meta["seed"] == SEED
     assert oracle2.config == oracle.config and oracle2.seed == SEED
     pd.testing.assert_frame_equal(oracle.items, oracle2.items)
     users = np.arange(50)

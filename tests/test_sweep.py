@@ -16,7 +16,8 @@ from dmtl import sweep
         ("data.sim.clickbait_share", "prepare"),
         ("teacher.w_ctcvr", "teacher"),
         ("train.max_epochs", "teacher"),
-        ("students.dmtl.loss", "students"),
+        ("students.dmtl.distill_loss", "student"),
+        ("eval.ci_level", "teacher"),  # the teacher stage reports its intervals at this level
         ("eval.ks", "evaluate"),
     ],
 )
@@ -30,11 +31,11 @@ def test_unknown_group_cannot_be_swept():
 
 
 def test_point_equal_to_main_run_is_reused_and_others_are_not(tiny_run, tiny_params):
-    base = P.apply_overrides(tiny_params, {"sweeps.seeds": tiny_params["train"]["seeds"]})
+    base = P.apply_overrides(tiny_params, {"sweeps.seeds": tiny_params.train.seeds})
     same = P.apply_overrides(base, sweep.point_overrides(base, "students.dmtl.hard_weight", 0.0))
     reused = sweep.reuse_main_run(base, same, "students.dmtl.hard_weight", 0.0, tiny_run)
     assert reused is not None
-    assert set(reused["model"]) == {"teacher", *base["sweeps"]["students"]}
+    assert set(reused["model"]) == {"teacher", *base.sweeps.students}
     per_seed = pd.read_parquet(tiny_run / "metrics" / "per_seed.parquet")
     dmtl = per_seed[per_seed.model == "dmtl"].reset_index(drop=True)
     pd.testing.assert_frame_equal(reused[reused.model == "dmtl"].reset_index(drop=True), dmtl)
@@ -42,7 +43,7 @@ def test_point_equal_to_main_run_is_reused_and_others_are_not(tiny_run, tiny_par
     assert sweep.reuse_main_run(base, other, "students.dmtl.hard_weight", 0.5, tiny_run) is None
     # A simulator knob set to its preset's default is the main run's world.
     knob = P.apply_overrides(base, sweep.point_overrides(base, "data.sim.clickbait_share", 0.15))
-    from dmtl.simulator import make_config
+    from dmtl.sources.simulator.config import make_config
 
     assert make_config("tiny").clickbait_share == 0.15
     assert sweep.reuse_main_run(base, knob, "data.sim.clickbait_share", 0.15, tiny_run) is not None
@@ -54,16 +55,16 @@ def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tm
     base_root = tmp_path / "base"
     base_root.mkdir()
     # The main run, as the sweep sees it: its params file and its outputs.
-    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params.to_dict(), sort_keys=False))
     (base_root / "artifacts").symlink_to(tiny_run / "artifacts")
     (base_root / "metrics").symlink_to(tiny_run / "metrics")
     point = P.apply_overrides(
         tiny_params, sweep.point_overrides(tiny_params, "students.dmtl.hard_weight", 1.0)
     )
-    point = P.apply_overrides(point, {"train.seeds": tiny_params["train"]["seeds"]})
+    point = P.apply_overrides(point, {"train.seeds": tiny_params.train.seeds})
     root = tmp_path / "point"
     table = sweep.run_point(
-        point, root, start="students", base_root=base_root, param="students.dmtl.hard_weight"
+        point, root, start="student", base_root=base_root, param="students.dmtl.hard_weight"
     )
     assert (root / "artifacts" / "students" / "ctr").is_symlink()
     assert not (root / "artifacts" / "students" / "dmtl").is_symlink()
@@ -82,10 +83,10 @@ def test_points_run_side_by_side_give_the_sequential_results(tiny_run, tiny_para
 
     base_root = tmp_path / "base"
     base_root.mkdir()
-    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params, sort_keys=False))
+    (base_root / "params.yaml").write_text(yaml.safe_dump(tiny_params.to_dict(), sort_keys=False))
     (base_root / "artifacts").symlink_to(tiny_run / "artifacts")
     (base_root / "metrics").symlink_to(tiny_run / "metrics")
-    assert tiny_params["sweeps"]["workers"] == 2
+    assert tiny_params.sweeps.workers == 2
     results = {}
     for mode, papermill in (("parallel", True), ("sequential", False)):
         results[mode] = sweep.run_sweep(

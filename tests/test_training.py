@@ -3,6 +3,7 @@ the recorded training loss is the sample-weighted mean of the epoch's batch loss
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,32 +13,36 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[dict, object]:
+def tiny():
     from dmtl import params as P
     from dmtl.features import prepare
-    from dmtl.simulator import make_config, simulate
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
 
     params = P.load(REPO / "params.yaml", {"data.preset": "tiny"})
-    log, _ = simulate(make_config("tiny"), seed=params["data"]["sim_seed"])
-    return params, prepare(
-        log, params["data"]["val_days"], params["data"]["test_days"], params["data"]["tau"]
-    )
+    log, _ = simulate(make_config("tiny"), seed=params.data.sim_seed)
+    return params, prepare(log, params.data.val_days, params.data.test_days, params.data.tau)
 
 
-def _train(params: dict, **over) -> dict:
-    return {**params["train"], "batch_size": 512, "max_epochs": 2, "patience": 5, "threads": 1, **over}
+def _train(params, **over):
+    base = {"batch_size": 512, "max_epochs": 2, "patience": 5, "threads": 1}
+    return dataclasses.replace(params.train, **{**base, **over})
 
 
-def _student(params: dict, prepared, lr: float | None = None):
-    from dmtl.pipeline import _cards
+def _student(params, prepared, lr: float | None = None):
     from dmtl.training import StudentModule, build_student, seed_everything
 
     seed_everything(0, 1)
-    hp = dict(params["students"]["ctr"])
+    ctr = params.students["ctr"]
     if lr is not None:
-        hp["lr"] = lr
-    model = build_student(_cards(prepared), params["students"]["common"], hp)
-    return StudentModule(model, "ctr", hp, duration_scale=prepared.meta["mean_clicked_train_duration"])
+        ctr = dataclasses.replace(ctr, lr=lr)
+    model = build_student(prepared.cardinalities, params.students.common, ctr)
+    return StudentModule(
+        model,
+        ctr,
+        duration_scale=prepared.meta["mean_clicked_train_duration"],
+        duration_cap=prepared.meta["duration_cap_seconds"],
+    )
 
 
 def test_step_groups_keep_every_batch_in_order(tiny) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dmtl import vocab as V
+from dmtl.schema import SCHEMA_COLUMNS
 
 
 class ParamsError(ValueError):
@@ -132,8 +133,6 @@ def tau(key: str, value: Any) -> str | float:
 
 def columns(key: str, value: Any) -> dict[str, str]:
     """The generic loader's column mapping: checked here so a typo stops the run before any work."""
-    from dmtl.generic import SCHEMA_COLUMNS
-
     value = mapping(key, value)
     unknown = sorted(set(value) - set(SCHEMA_COLUMNS))
     if unknown:
@@ -166,7 +165,7 @@ class DataConfig:
     path: str = rule(text, "kuairand / generic: directory of the files (ignored for simulated)")
     preset: V.Preset = rule(choice(V.PRESETS), "simulated: world size (tiny | default | large)")
     sim_seed: int = rule(number(0, None, True), "simulated: the world's seed; model seeds are train.seeds")
-    sim: dict[str, Any] = rule(mapping, "simulated: knob overrides, checked by dmtl.simulator.make_config")
+    sim: dict[str, Any] = rule(mapping, "simulated: knob overrides, checked by dmtl.sources.simulator.config")
     kuairand_logs: tuple[str, ...] = rule(subset(V.KUAIRAND_LOGS, allow_empty=False), "kuairand logs read")
     columns: dict[str, str] = rule(columns, "generic: schema name -> your column name")
     val_days: int = rule(number(1, None, True), "last day(s) of the training period: early stopping")

@@ -138,7 +138,7 @@ class LoggedTruth:
 def load_truth(prepared: Prepared, oracle_dir: Path, ev: EvalConfig) -> GroundTruth:
     """The simulator's oracle when the prepared data has one, else the real-data rules."""
     if oracle_dir.exists():
-        from dmtl.simulator import Oracle
+        from dmtl.sources.simulator.oracle import Oracle
 
         return SimulatorTruth(Oracle.read(oracle_dir), prepared)
     return LoggedTruth(prepared, ev.bait_min_impressions)
@@ -152,24 +152,6 @@ RETRIEVAL_SCORERS: dict[str, Scorer] = {
     "bait_share": lambda topk, pop, truth, ks: M.bait_share_at_k(topk, truth.bait, ks),
 }
 """Each retrieval metric of :data:`dmtl.vocab.METRICS` and its function of one model's exact top-K list."""
-
-
-def teacher_ranking_metrics(pred: Mapping[str, np.ndarray], imp: pd.DataFrame) -> dict[str, float]:
-    """Each teacher head scored on its own task: p_ctr on click, p_ctcvr on click-and-long-read, p_cvr on
-    long reads among clicks (each metric computed once)."""
-    click, long_read = imp["click"].to_numpy(), imp["long_read"].to_numpy()
-    user = imp["user_idx"].to_numpy()
-    ctcvr = click * long_read
-    clicked = click == 1
-    out = {}
-    for task, head, labels, rows in (
-        ("click", "p_ctr", click, slice(None)),
-        ("ctcvr", "p_ctcvr", ctcvr, slice(None)),
-        ("cvr", "p_cvr", long_read, clicked),
-    ):
-        out[f"auc_{task}"] = M.auc(labels[rows], pred[head][rows])
-        out[f"gauc_{task}"] = M.gauc(labels[rows], pred[head][rows], user[rows])
-    return {m: out[m] for m in M.RANKING_METRICS}
 
 
 def student_scores(
@@ -260,7 +242,7 @@ def evaluate_models(
     for seed in seeds:
         pred = teacher_predictions(seed)
         t_test = {k: np.asarray(pred[k])[test_mask] for k in ("p_ctr", "p_cvr", "p_ctcvr")}
-        rows.append({"model": TEACHER, "seed": seed, **teacher_ranking_metrics(t_test, test)})
+        rows.append({"model": TEACHER, "seed": seed, **M.teacher_ranking_metrics(t_test, test)})
         for name in students:
             metrics, score, exact = score_student(
                 student_towers(name, seed), test, population, truth, ev, seed

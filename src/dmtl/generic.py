@@ -21,15 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions
+from dmtl.schema import SCHEMA_COLUMNS, DataError, FeedLog, check_feed_log, coerce_impressions
 
 logger = logging.getLogger(__name__)
 
 MISSING = "missing"
 """The category every missing feature value becomes (features are categorical downstream)."""
 
-SCHEMA_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration", "position", "day")
-"""Keys accepted in ``load_generic(columns=...)``."""
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration")
 

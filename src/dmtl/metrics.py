@@ -15,20 +15,13 @@ Every function is vectorised: no Python loop runs over users, items or impressio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from dmtl.schema import DataError
-
-RANKING_METRICS: tuple[str, ...] = (
-    "auc_click",
-    "auc_ctcvr",
-    "auc_cvr",
-    "gauc_click",
-    "gauc_ctcvr",
-    "gauc_cvr",
-)
+from dmtl.vocab import RANKING_METRICS
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -241,6 +234,24 @@ def ranking_metrics(
         "gauc_ctcvr": gauc(y_ctcvr, s, u),
         "gauc_cvr": gauc(y_d[clicked], s[clicked], u[clicked]),
     }
+
+
+def teacher_ranking_metrics(pred: Mapping[str, np.ndarray], imp: Mapping[str, Any]) -> dict[str, float]:
+    """Each teacher head scored on its own task: p_ctr on click, p_ctcvr on click-and-long-read, p_cvr on
+    long reads among clicks (each metric computed once)."""
+    click, long_read = np.asarray(imp["click"]), np.asarray(imp["long_read"])
+    user = np.asarray(imp["user_idx"])
+    ctcvr = click * long_read
+    clicked = click == 1
+    out = {}
+    for task, head, labels, rows in (
+        ("click", "p_ctr", click, slice(None)),
+        ("ctcvr", "p_ctcvr", ctcvr, slice(None)),
+        ("cvr", "p_cvr", long_read, clicked),
+    ):
+        out[f"auc_{task}"] = auc(labels[rows], pred[head][rows])
+        out[f"gauc_{task}"] = gauc(labels[rows], pred[head][rows], user[rows])
+    return {m: out[m] for m in RANKING_METRICS}
 
 
 # --------------------------------------------------------------------------------------------- retrieval

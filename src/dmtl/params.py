@@ -35,7 +35,7 @@ def validate(tree: Mapping[str, Any] | Study, sweeps: bool = True) -> Study:
         raise ParamsError(f"eval.reference = {study.eval.reference!r} must be one of students.names")
     data = study.data
     if data.source == "simulated":
-        from dmtl.simulator import make_config
+        from dmtl.sources.simulator.config import make_config
 
         try:
             make_config(data.preset, data.sim)

@@ -14,39 +14,52 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dmtl import dag
 from dmtl import params as P
+from dmtl.config import Study
 from dmtl.notebook import NotebookFailed, execute
 
 
 def run_study(
     root: str | Path, overrides: dict[str, Any], params_file: str = "params.yaml", sweeps: bool = False
 ) -> Path:
-    """Execute the study's notebooks in order into ``root``; return the rendered report's path."""
+    """Execute the stage table's notebooks in order into ``root``; return the rendered report's path."""
     root = Path(root)
-    params = P.load(params_file, overrides)  # validate before any work
+    study = P.load(params_file, overrides)  # validate before any work
     common = {"params_file": params_file, "root": str(root), "overrides": json.dumps(overrides)}
-    reports = root / "reports"
-    execute("notebooks/01_data.ipynb", reports / "01_data", common)
-    execute("notebooks/02_teacher.ipynb", reports / "02_teacher", common)
-    for name in params["students"]["names"]:
-        execute("notebooks/03_student.ipynb", reports / f"03_student_{name}", {**common, "student": name})
-    execute("notebooks/04_evaluate.ipynb", reports / "04_evaluate", common)
-    if sweeps:
-        from dmtl.sweep import run_sweep
+    report = None
+    for stage in dag.STAGES:
+        if stage.name == "sweep":
+            if sweeps:
+                _run_sweeps(study, root, params_file, overrides)
+            continue
+        if stage.notebook is None:
+            continue
+        items = list(study.students.names) if stage.foreach == "students.names" else [None]
+        for item in items:
+            extra = {k: v.replace("${item}", item) for k, v in stage.notebook_params.items()} if item else {}
+            stem = stage.report.replace("${item}", item) if item else stage.report
+            report = execute(stage.notebook, root / stem, {**common, **extra})
+    assert report is not None, "the stage table has no notebook stage"
+    return report
 
-        for name, spec in params["sweeps"]["grid"].items():
-            if spec["param"].startswith("data.sim") and params["data"]["source"] != "simulated":
-                continue
-            run_sweep(
-                spec["param"],
-                spec["values"],
-                root / "sweeps" / name,
-                root / "artifacts" / "sweeps" / name,
-                params_file,
-                base_root=root,
-                extra_overrides=overrides,
-            )
-    return execute("notebooks/05_report.ipynb", reports / "05_report", common)
+
+def _run_sweeps(study: Study, root: Path, params_file: str, overrides: dict[str, Any]) -> None:
+    from dmtl.paths import Paths
+    from dmtl.sweep import run_sweep
+
+    for name, spec in study.sweeps.grid.items():
+        if spec.param.startswith("data.sim") and study.data.source != "simulated":
+            continue
+        run_sweep(
+            spec.param,
+            list(spec.values),
+            root / "sweeps" / name,
+            Paths(root).sweeps / name,
+            params_file,
+            base_root=root,
+            extra_overrides=overrides,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

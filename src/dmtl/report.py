@@ -148,8 +148,16 @@ def read_sweep(root: str | Path, name: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
-def sweep_table(results: pd.DataFrame, metrics: Sequence[str] = V.HEADLINE) -> pd.DataFrame:
-    part = results[results["metric"].isin(metrics)].copy()
+def sweep_metrics(results: pd.DataFrame) -> list[str]:
+    """The headline metrics a sweep's results hold, at the headline cut-off of their K."""
+    names = set(results["metric"])
+    ks = sorted({int(m.split("@")[1]) for m in names if "@" in m})
+    return [m for m in V.headline(ks) if m in names] if ks else [m for m in V.HEADLINE if m in names]
+
+
+def sweep_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """(value, model) x metric table of 'mean [low, high]' cells of one sweep."""
+    part = results[results["metric"].isin(metrics or sweep_metrics(results))].copy()
     part["cell"] = [_fmt(r) for r in part.to_dict("records")]
     return part.pivot_table(
         index=["value", "model"], columns="metric", values="cell", aggfunc="first", sort=False

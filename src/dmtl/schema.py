@@ -35,6 +35,9 @@ IMPRESSION_COLUMNS: dict[str, str] = {
     "duration": "float32",
 }
 
+SCHEMA_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration", "position", "day")
+"""Schema names a log's columns can be mapped to (``data.columns``, ``load_generic(columns=...)``)."""
+
 
 class DataError(ValueError):
     """Bad input: the message names the file, the column and the fix."""

@@ -2,9 +2,10 @@
 
 Fairness (docs/protocol.md section 3): every student gets the same grid of learning rate, embedding size and weight
 decay, the same epoch budget and early stopping; each is chosen by the validation loss of *its own* target.
-The grid is a frozen pipeline stage (``tune``): it runs only when asked (``make tune``), its results are
-committed (``tuning/grid.csv``, ``tuning/chosen.yaml``), and ``python -m dmtl.tuning apply`` writes the
-chosen values into ``params.yaml``, so the default run uses them without paying for the grid.
+The grid is not a pipeline stage: ``make tune`` (``python -m dmtl.tuning run``) executes
+``notebooks/tune.ipynb`` once on the main run's data and teacher, its results are committed
+(``tuning/grid.csv``, ``tuning/chosen.yaml``, ``tuning/tune.html``), and ``python -m dmtl.tuning apply`` writes
+the chosen values into ``params.yaml``, so the default run uses them without paying for the grid.
 """
 
 from __future__ import annotations
@@ -20,45 +21,37 @@ import pandas as pd
 import yaml
 
 from dmtl import params as P
-from dmtl.io import atomic_path
+from dmtl.config import Study, TuningGrid
+from dmtl.io import atomic_path, link_dir
+from dmtl.paths import Paths
 
 GRID_KEYS = ("lr", "emb_dim", "weight_decay")
 
 
-def grid_points(grid: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+def grid_points(grid: TuningGrid) -> list[dict[str, Any]]:
     return [
         dict(zip(GRID_KEYS, values, strict=True))
-        for values in itertools.product(*(grid[k] for k in GRID_KEYS))
+        for values in itertools.product(*(getattr(grid, k) for k in GRID_KEYS))
     ]
 
 
-def run_grid(params: Mapping[str, Any], root: str | Path = ".") -> pd.DataFrame:
+def run_grid(study: Study, root: str | Path = ".") -> pd.DataFrame:
     """Train every student at every grid point (one seed) and record its best validation loss."""
-    from dmtl.pipeline import run_student
+    from dmtl.stages.student import run_student
 
-    tune = params["tuning"]
+    paths = Paths(root)
+    scratch = Paths(paths.artifacts / "tuning")
+    link_dir(paths.data, scratch.data)
+    link_dir(paths.teachers, scratch.teachers)
     rows = []
-    for name in params["students"]["names"]:
-        for point in grid_points(tune["grid"]):
+    for name in study.students.names:
+        for point in grid_points(study.tuning.grid):
             overrides = {f"students.{name}.{k}": v for k, v in point.items()}
-            overrides["train.seeds"] = [tune["seed"]]
-            p = P.apply_overrides(params, overrides)
-            scratch = Path(root) / "artifacts" / "tuning"
-            _link(Path(root), scratch)
-            summary = run_student(p, name, scratch)
+            overrides["train.seeds"] = [study.tuning.seed]
+            summary = run_student(P.apply_overrides(study, overrides), name, scratch.root)
             run = summary["runs"][0]
             rows.append({"student": name, **point, "val_loss": run["best_val_loss"], "epochs": run["epochs"]})
     return pd.DataFrame(rows)
-
-
-def _link(root: Path, scratch: Path) -> None:
-    import os
-
-    for part in ("data", "teacher"):
-        dst = scratch / "artifacts" / part
-        if not dst.exists():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(os.path.relpath((root / "artifacts" / part).resolve(), dst.parent.resolve()), dst)
 
 
 def choose(grid: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -83,51 +76,35 @@ def apply(
     chosen_file: str | Path = "tuning/chosen.yaml", params_file: str | Path = "params.yaml"
 ) -> dict[str, Any]:
     """Write the chosen values into ``params.yaml`` (comments and order kept)."""
+    import io
+
     from ruamel.yaml import YAML
 
     chosen = yaml.safe_load(Path(chosen_file).read_text())
-    ry = YAML()
+    ry = YAML()  # round-trip mode: keeps params.yaml's comments and order
     ry.preserve_quotes = True
     doc = ry.load(Path(params_file).read_text())
     for student, values in chosen.items():
         for key, value in values.items():
             doc["students"][student][key] = value
-    import io
-
     buf = io.StringIO()
     ry.dump(doc, buf)
-    from ruamel.yaml import YAML as _YAML
-
-    P.validate(_YAML(typ="safe", pure=True).load(buf.getvalue()))
+    P.validate(YAML(typ="safe", pure=True).load(buf.getvalue()))
     with atomic_path(Path(params_file)) as tmp:
         tmp.write_text(buf.getvalue())
     return chosen
 
 
-FROZEN_LINE = "    frozen: true\n"
+def run_notebook(params_file: str | Path = "params.yaml") -> None:
+    """Execute ``notebooks/tune.ipynb`` into ``tuning/tune`` (needs the main run's data and teacher)."""
+    from dmtl.notebook import execute
 
-
-def run_stage(dvc_file: str | Path = "dvc.yaml") -> int:
-    """Run the frozen ``tune`` stage once: thaw it in ``dvc.yaml``, ``dvc repro tune``, freeze it again.
-
-    The flag is toggled as text (not with ``dvc unfreeze``) so dvc.yaml keeps its comments and layout.
-    """
-    import subprocess
-
-    path = Path(dvc_file)
-    text = path.read_text()
-    marker = "  tune:\n"
-    start = text.index(marker)
-    stage_end = text.find("\n\n", start)
-    block = text[start:stage_end]
-    if FROZEN_LINE not in block:
-        raise RuntimeError(f"{path}: the tune stage is not frozen; add '{FROZEN_LINE.strip()}' to it")
-    thawed = text[:start] + block.replace(FROZEN_LINE, "", 1) + text[stage_end:]
-    path.write_text(thawed)
-    try:
-        return subprocess.run([sys.executable, "-m", "dvc", "repro", "tune"], check=False).returncode
-    finally:
-        path.write_text(text)
+    if not Paths(".").teachers.exists():
+        raise FileNotFoundError(
+            "artifacts/teacher is missing: run the main pipeline (dvc repro) before tuning"
+        )
+    execute("notebooks/tune.ipynb", Path("tuning") / "tune", {"params_file": str(params_file)}, html=True)
+    Path("tuning/tune.ipynb").unlink(missing_ok=True)  # the rendered HTML is what is kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params-file", default="params.yaml")
     args = ap.parse_args(argv)
     if args.command == "run":
-        code = run_stage()
-        if code:
-            return code
+        run_notebook(args.params_file)
     chosen = apply(args.chosen, args.params_file)
     print(yaml.safe_dump(chosen, sort_keys=True))
     return 0

@@ -9,7 +9,7 @@
   "CVR" is P(long read | click); the teacher's ``p_ctcvr`` is the student's soft label.
 
 The ablations of docs/protocol.md section 2 are constructor arguments: ``backbone="shared_bottom"`` and
-``esmm=False`` (the CVR tower trained on clicked impressions only, :meth:`MultiTaskTeacher.loss`).
+``esmm=False`` (the CVR tower trained on clicked impressions only, :func:`dmtl.losses.teacher_loss`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dmtl.losses import teacher_loss
 from dmtl.models.layers import MLP, FeatureEmbedding
 
 BACKBONES = ("mmoe", "shared_bottom")
@@ -39,7 +38,8 @@ class MultiTaskTeacher(nn.Module):
         n_experts: number of MMoE experts; ``shared_bottom`` has a single bottom network instead.
         expert_dims: layer widths of each expert (of the shared bottom).
         tower_dims: hidden widths of each task tower, before its final logit layer.
-        esmm: train with the ESMM loss (``True``) or the clicked-only CVR ablation; read by :meth:`loss`.
+        esmm: train with the ESMM loss (``True``) or the clicked-only CVR ablation; read by the training
+            module, which passes it to :func:`dmtl.losses.teacher_loss`.
         duration_head: add a third tower predicting ``E[log1p(duration) | click]`` (output ``dur_log``),
             used only for the ``p_ctr * E[duration | click]`` distillation target. It reads the CVR task's
             expert mixture, since both are quantities conditional on a click.
@@ -126,16 +126,3 @@ class MultiTaskTeacher(nn.Module):
             # Softplus: a mean of log1p(duration) >= 0 cannot be negative.
             out["dur_log"] = F.softplus(self.dur_tower(h_cvr).squeeze(-1))
         return out
-
-    def loss(
-        self,
-        out: dict[str, Tensor | None],
-        click: Tensor,
-        long_read: Tensor,
-        duration: Tensor | None = None,
-        w_ctr: float = 1.0,
-        w_ctcvr: float = 1.0,
-        w_duration: float = 0.0,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """:func:`dmtl.losses.teacher_loss` with this model's ``esmm`` setting; same arguments and return."""
-        return teacher_loss(out, click, long_read, w_ctr, w_ctcvr, self.esmm, w_duration, duration)

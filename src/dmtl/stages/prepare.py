@@ -10,7 +10,7 @@ from dmtl.config import Study
 from dmtl.features import Prepared, prepare
 from dmtl.io import write_json
 from dmtl.paths import Paths
-from dmtl.sources import load_source
+from dmtl.sources.registry import load_source
 
 
 def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
@@ -23,7 +23,7 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
     summary = data_summary(prepared)
     summary["simulated"] = oracle is not None
     if oracle is not None:
-        from dmtl.simulator import calibration
+        from dmtl.sources.simulator.calibration import calibration
 
         oracle.write(paths.oracle)
         summary["calibration"] = calibration(feed, oracle)

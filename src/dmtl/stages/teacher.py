@@ -12,9 +12,9 @@ from dmtl import vocab as V
 from dmtl.artifacts import write_teacher_predictions
 from dmtl.config import Study
 from dmtl.data import ImpressionTensors
-from dmtl.evaluation import teacher_ranking_metrics
 from dmtl.features import Prepared
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
+from dmtl.metrics import teacher_ranking_metrics
 from dmtl.paths import Paths
 from dmtl.stats import mean_ci
 from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything

@@ -1,7 +1,7 @@
-"""The data sources the study reads, one loader each, dispatched by ``data.source``.
+"""One registry dispatches ``data.source`` to its loader.
 
 Every loader returns the log in the study's schema (:class:`dmtl.schema.FeedLog`) and, for the simulator,
-its :class:`~dmtl.simulator.Oracle` (ground truth for evaluation only); real data has no oracle.
+its :class:`~dmtl.sources.simulator.oracle.Oracle` (ground truth for evaluation only); real data has none.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dmtl.schema import FeedLog
 
 
 def _simulated(data: DataConfig) -> tuple[FeedLog, Any]:
-    from dmtl.simulator import make_config, simulate
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
 
     return simulate(make_config(data.preset, data.sim), seed=data.sim_seed)
 
