@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from dmtl.evaluation import real_bait_items
 from dmtl.metrics import (
     auc,
     bait_share_at_k,
@@ -13,7 +14,6 @@ from dmtl.metrics import (
     oracle_read_time_at_k,
     per_group_auc,
     ranking_metrics,
-    real_bait_items,
     recall_at_k,
 )
 from dmtl.schema import DataError

@@ -30,6 +30,7 @@ from dmtl import retrieval as R
 from dmtl.artifacts import Towers
 from dmtl.config import EvalConfig
 from dmtl.features import Prepared
+from dmtl.schema import DataError
 from dmtl.vocab import TEACHER
 
 
@@ -121,7 +122,7 @@ class LoggedTruth:
 
     def __init__(self, prepared: Prepared, min_impressions: int):
         train = prepared.impressions[prepared.split_mask("train")]
-        self.bait, self.bait_rule = M.real_bait_items(
+        self.bait, self.bait_rule = real_bait_items(
             train["item_idx"].to_numpy(),
             train["click"].to_numpy(),
             train["long_read"].to_numpy(),
@@ -133,6 +134,74 @@ class LoggedTruth:
         self, population: Population, lists: Mapping[Any, np.ndarray], ks: Sequence[int]
     ) -> dict[Any, dict[str, float]]:
         return {}
+
+
+def real_bait_items(
+    item_index: np.ndarray | Sequence,
+    click: np.ndarray | Sequence,
+    long_read: np.ndarray | Sequence,
+    min_impressions: int = 20,
+    *,
+    n_items: int | None = None,
+) -> tuple[np.ndarray, str]:
+    """Real-data clickbait proxy of docs/protocol.md section 4, from *training* impressions only.
+
+    An item is bait when, among items with at least ``min_impressions`` training impressions and at least
+    one click, its CTR is in the top quartile (>= the 75th percentile) and its long-read rate among clicks
+    is in the bottom quartile (<= the 25th percentile). Percentiles use numpy's default linear
+    interpolation; ties at a threshold are included, so the bait set can exceed a sixteenth of the items.
+
+    Args:
+        item_index: item index (0-based, as in the corpus) of each training impression.
+        click: y_c per impression.
+        long_read: y_d per impression (only its value on clicked impressions is used).
+        min_impressions: items with fewer training impressions are never bait (their rates are noise).
+        n_items: corpus size; the mask covers items ``0 .. n_items - 1`` (default ``max(item_index) + 1``).
+
+    Returns:
+        ``(is_bait, rule)``: boolean mask over items, and a one-line rule with the thresholds used, to be
+        printed beside every ``bait_share@K`` on real data.
+
+    Raises:
+        DataError: if no item is eligible (the rule would be empty, and a bait share of 0 meaningless).
+    """
+    items = np.asarray(item_index)
+    if items.ndim != 1 or not np.issubdtype(items.dtype, np.integer) or (items.size and items.min() < 0):
+        raise ValueError("item_index must be a 1-D array of item indices >= 0")
+    y_c = M.binary_labels(click, "click")
+    y_d = M.binary_labels(long_read, "long_read")
+    if y_c.shape != items.shape or y_d.shape != items.shape:
+        raise ValueError(
+            f"item_index, click and long_read must have one length, got {items.shape}, "
+            f"{y_c.shape}, {y_d.shape}"
+        )
+    size = int(items.max(initial=-1)) + 1
+    if n_items is not None:
+        if n_items < size:
+            raise ValueError(f"n_items={n_items} is smaller than max(item_index) + 1 = {size}")
+        size = n_items
+    n_imp = np.bincount(items, minlength=size)
+    n_click = np.bincount(items, weights=y_c, minlength=size)
+    n_long = np.bincount(items, weights=y_c * y_d, minlength=size)
+    eligible = (n_imp >= min_impressions) & (n_click >= 1)
+    if not eligible.any():
+        raise DataError(
+            None,
+            "item_id",
+            f"no item has >= {min_impressions} training impressions and >= 1 click; the bait rule is empty",
+            "lower eval.bait_min_impressions or use a longer training period",
+        )
+    ctr = np.divide(n_click, n_imp, out=np.zeros(size), where=eligible)
+    long_rate = np.divide(n_long, n_click, out=np.zeros(size), where=eligible)
+    ctr_min = float(np.quantile(ctr[eligible], 0.75))
+    long_max = float(np.quantile(long_rate[eligible], 0.25))
+    is_bait = eligible & (ctr >= ctr_min) & (long_rate <= long_max)
+    rule = (
+        f"bait = training CTR >= {ctr_min:.4f} (top quartile) and long-read rate among clicks <= "
+        f"{long_max:.4f} (bottom quartile), among items with >= {min_impressions} training impressions "
+        f"and >= 1 click: {int(is_bait.sum())} of {int(eligible.sum())} eligible items"
+    )
+    return is_bait, rule
 
 
 def load_truth(prepared: Prepared, oracle_dir: Path, ev: EvalConfig) -> GroundTruth:

@@ -25,7 +25,7 @@ from dmtl.vocab import RANKING_METRICS
 
 
 # --------------------------------------------------------------------------------------------- checks
-def _binary(labels: np.ndarray | Sequence, name: str) -> np.ndarray:
+def binary_labels(labels: np.ndarray | Sequence, name: str) -> np.ndarray:
     y = np.asarray(labels)
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {y.shape}")
@@ -113,7 +113,7 @@ def auc(labels: np.ndarray | Sequence, scores: np.ndarray | Sequence) -> float:
         P(score of a random positive > score of a random negative) + 0.5 * P(tie); ``nan`` when only one
         class (or nothing) is present, since AUC is then undefined.
     """
-    y = _binary(labels, "labels")
+    y = binary_labels(labels, "labels")
     s = _finite_scores(scores, y.size)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
@@ -140,7 +140,7 @@ def per_group_auc(
         ``(group_keys, auc_per_group, n_per_group)``: sorted unique keys, their AUC (``nan`` for groups with
         one class) and their number of rows.
     """
-    y = _binary(labels, "labels")
+    y = binary_labels(labels, "labels")
     s = _finite_scores(scores, y.size)
     g = np.asarray(groups)
     if g.shape != y.shape:
@@ -215,8 +215,8 @@ def ranking_metrics(
         ``auc_cvr`` (score vs y_d among clicked impressions) and ``gauc_click``, ``gauc_ctcvr``,
         ``gauc_cvr`` (same populations, grouped by user). ``nan`` where a population has one class.
     """
-    y_c = _binary(click, "click")
-    y_d = _binary(long_read, "long_read")
+    y_c = binary_labels(click, "click")
+    y_d = binary_labels(long_read, "long_read")
     s = _finite_scores(score, y_c.size)
     u = np.asarray(user)
     if y_d.shape != y_c.shape or u.shape != y_c.shape:
@@ -378,7 +378,7 @@ def bait_share_at_k(
     Args:
         topk: ``(n_users, K_max)`` retrieved item indices (-1 = missing slot, duplicates count once).
         is_bait: ``(n_items,)`` boolean flag per item: the simulator's ground truth, or
-            :func:`real_bait_items` on real data.
+            :func:`dmtl.evaluation.real_bait_items` on real data.
         ks: cut-offs K; K > n_items means the whole corpus.
         return_per_user: return each row's share instead of the mean.
 
@@ -402,71 +402,3 @@ def bait_share_at_k(
             per_user = np.where(n_valid > 0, n_bait / n_valid, np.nan)
         out[k] = per_user if return_per_user else _mean_or_nan(per_user)
     return out
-
-
-def real_bait_items(
-    item_index: np.ndarray | Sequence,
-    click: np.ndarray | Sequence,
-    long_read: np.ndarray | Sequence,
-    min_impressions: int = 20,
-    *,
-    n_items: int | None = None,
-) -> tuple[np.ndarray, str]:
-    """Real-data clickbait proxy of docs/protocol.md section 4, from *training* impressions only.
-
-    An item is bait when, among items with at least ``min_impressions`` training impressions and at least
-    one click, its CTR is in the top quartile (>= the 75th percentile) and its long-read rate among clicks
-    is in the bottom quartile (<= the 25th percentile). Percentiles use numpy's default linear
-    interpolation; ties at a threshold are included, so the bait set can exceed a sixteenth of the items.
-
-    Args:
-        item_index: item index (0-based, as in the corpus) of each training impression.
-        click: y_c per impression.
-        long_read: y_d per impression (only its value on clicked impressions is used).
-        min_impressions: items with fewer training impressions are never bait (their rates are noise).
-        n_items: corpus size; the mask covers items ``0 .. n_items - 1`` (default ``max(item_index) + 1``).
-
-    Returns:
-        ``(is_bait, rule)``: boolean mask over items, and a one-line rule with the thresholds used, to be
-        printed beside every ``bait_share@K`` on real data.
-
-    Raises:
-        DataError: if no item is eligible (the rule would be empty, and a bait share of 0 meaningless).
-    """
-    items = np.asarray(item_index)
-    if items.ndim != 1 or not np.issubdtype(items.dtype, np.integer) or (items.size and items.min() < 0):
-        raise ValueError("item_index must be a 1-D array of item indices >= 0")
-    y_c = _binary(click, "click")
-    y_d = _binary(long_read, "long_read")
-    if y_c.shape != items.shape or y_d.shape != items.shape:
-        raise ValueError(
-            f"item_index, click and long_read must have one length, got {items.shape}, "
-            f"{y_c.shape}, {y_d.shape}"
-        )
-    size = int(items.max(initial=-1)) + 1
-    if n_items is not None:
-        if n_items < size:
-            raise ValueError(f"n_items={n_items} is smaller than max(item_index) + 1 = {size}")
-        size = n_items
-    n_imp = np.bincount(items, minlength=size)
-    n_click = np.bincount(items, weights=y_c, minlength=size)
-    n_long = np.bincount(items, weights=y_c * y_d, minlength=size)
-    eligible = (n_imp >= min_impressions) & (n_click >= 1)
-    if not eligible.any():
-        raise DataError(
-            None,
-            "item_id",
-            f"no item has >= {min_impressions} training impressions and >= 1 click; the bait rule is empty",
-            "lower eval.bait_min_impressions or use a longer training period",
-        )
-    ctr = np.divide(n_click, n_imp, out=np.zeros(size), where=eligible)
-    long_rate = np.divide(n_long, n_click, out=np.zeros(size), where=eligible)
-    ctr_min = float(np.quantile(ctr[eligible], 0.75))
-    long_max = float(np.quantile(long_rate[eligible], 0.25))
-    is_bait = eligible & (ctr >= ctr_min) & (long_rate <= long_max)
-    rule = (
-        f"bait = training CTR >= {ctr_min:.4f} (top quartile) and long-read rate among clicks <= "
-        f"{long_max:.4f} (bottom quartile), among items with >= {min_impressions} training impressions "
-        f"and >= 1 click: {int(is_bait.sum())} of {int(eligible.sum())} eligible items"
-    )
-    return is_bait, rule
