@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from dmtl.evaluation import real_bait_items
 from dmtl.metrics import (
     auc,
     bait_share_at_k,
     gauc,
-    oracle_read_time_at_k,
+    oracle_ratio_at_k,
     per_group_auc,
     ranking_metrics,
     recall_at_k,
 )
 from dmtl.schema import DataError
+from dmtl.truth import real_bait_items
 
 
 # ------------------------------------------------------------------------------------------- AUC
@@ -164,7 +164,7 @@ def test_recall_vectorised_matches_sets() -> None:
 # ------------------------------------------------------------------------------------------- oracle read time
 def test_oracle_read_time_by_hand() -> None:
     ert = np.array([[5.0, 1.0, 3.0, 0.0]])
-    r = oracle_read_time_at_k(np.array([[2, 1, 0, 3]]), ert, ks=[1, 2, 3, 10])
+    r = oracle_ratio_at_k(np.array([[2, 1, 0, 3]]), ert, ks=[1, 2, 3, 10])
     # K=1: 3/5; K=2: (3+1)/(5+3); K=3: 9/9; K=10 -> whole corpus: 9/9.
     assert r == pytest.approx({1: 0.6, 2: 0.5, 3: 1.0, 10: 1.0})
 
@@ -173,11 +173,11 @@ def test_oracle_read_time_is_one_for_the_best_list_and_chunks_average() -> None:
     rng = np.random.default_rng(1)
     ert = rng.gamma(2.0, 20.0, size=(30, 100))
     best = np.argsort(-ert, axis=1)[:, :20]
-    assert oracle_read_time_at_k(best, ert, ks=[5, 20]) == pytest.approx({5: 1.0, 20: 1.0})
+    assert oracle_ratio_at_k(best, ert, ks=[5, 20]) == pytest.approx({5: 1.0, 20: 1.0})
     random_list = np.stack([rng.permutation(100)[:20] for _ in range(30)])
-    full = oracle_read_time_at_k(random_list, ert, ks=[20])[20]
+    full = oracle_ratio_at_k(random_list, ert, ks=[20])[20]
     parts = [
-        oracle_read_time_at_k(random_list[i : i + 7], ert[i : i + 7], ks=[20], return_per_user=True)[20]
+        oracle_ratio_at_k(random_list[i : i + 7], ert[i : i + 7], ks=[20], return_per_user=True)[20]
         for i in range(0, 30, 7)
     ]
     assert np.mean(np.concatenate(parts)) == pytest.approx(full)
@@ -187,10 +187,10 @@ def test_oracle_read_time_is_one_for_the_best_list_and_chunks_average() -> None:
 def test_oracle_read_time_duplicates_and_zero_rows() -> None:
     ert = np.array([[4.0, 2.0, 1.0], [0.0, 0.0, 0.0]])
     topk = np.array([[0, 0, 1], [0, 1, 2]])
-    per_user = oracle_read_time_at_k(topk, ert, ks=[2], return_per_user=True)[2]
+    per_user = oracle_ratio_at_k(topk, ert, ks=[2], return_per_user=True)[2]
     # Row 0 lists item 0 twice: it counts once, 4/6 (not 8/6). Row 1 has nothing to read: nan, left out.
     assert per_user[0] == pytest.approx(4 / 6) and np.isnan(per_user[1])
-    assert oracle_read_time_at_k(topk, ert, ks=[2])[2] == pytest.approx(4 / 6)
+    assert oracle_ratio_at_k(topk, ert, ks=[2])[2] == pytest.approx(4 / 6)
 
 
 # ------------------------------------------------------------------------------------------- bait share

@@ -22,7 +22,7 @@ from dmtl.stages.teacher import run_teacher
 def test_every_model_and_metric_is_reported(tiny_run, tiny_params):
     summary = read_json(tiny_run / "metrics" / "metrics.json")
     models = set(summary["models"])
-    assert models == {"teacher", *tiny_params.students.names}
+    assert models == {"teacher", *tiny_params.students.names, *tiny_params.eval.baselines}
     for name in tiny_params.students.names:
         for k in tiny_params.eval.ks:
             for base in ("recall_long", "recall_click", "bait_share", "oracle_read_time"):

@@ -193,6 +193,13 @@ class EvalConfig:
     ann_ef_search: int = rule(number(1, None, True), "hnsw: candidate list per query")
     ci_level: float = rule(number(0.5, 0.999), "confidence level of every interval")
     reference: str = rule(choice(V.STUDENT_NAMES), "the model every other one is compared with")
+    baselines: tuple[str, ...] = rule(
+        subset(V.BASELINE_NAMES), "popularity lists evaluated beside the students"
+    )
+    history_mask: bool = rule(boolean, "retrieval skips the items each user was shown on the training days")
+    oracle_users: int = rule(
+        number(1, None, True), "simulated: retrieval users (a fixed sample) of oracle_p_long"
+    )
     bait_min_impressions: int = rule(
         number(1, None, True), "real data: training impressions for the bait rule"
     )

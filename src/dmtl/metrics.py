@@ -5,7 +5,7 @@ Ranking metrics score test impressions: ``auc`` (Mann-Whitney, ties counted half
 :func:`ranking_metrics` into ``auc_click``, ``auc_ctcvr``, ``auc_cvr`` and their ``gauc_*`` twins.
 
 Retrieval metrics score a top-K list per user over the whole item corpus (from :mod:`dmtl.retrieval`):
-``recall_at_k`` (used for ``recall_long@K`` and ``recall_click@K``), ``oracle_read_time_at_k`` and
+``recall_at_k`` (used for ``recall_long@K`` and ``recall_click@K``), ``oracle_ratio_at_k`` and
 ``bait_share_at_k``. Top-K arrays are ``(n_users, K_max)`` item indices; row ``r`` is user ``r``; an entry
 ``-1`` (an approximate index that found fewer than K items) is a missing slot, and an item listed twice in a
 row counts once, so no metric can exceed its ideal value because of a faulty list.
@@ -314,39 +314,40 @@ def recall_at_k(
     return out
 
 
-def oracle_read_time_at_k(
+def oracle_ratio_at_k(
     topk: np.ndarray,
-    expected_read_time: np.ndarray,
+    value: np.ndarray,
     ks: Sequence[int],
     *,
     return_per_user: bool = False,
 ) -> dict[int, float] | dict[int, np.ndarray]:
-    """Simulator only: expected reading time of the top K over that of the best possible top K.
+    """Simulator only: the ground-truth value of the top K over that of the best possible top K.
 
-    docs/protocol.md section 4: uses the oracle's ground truth, never the logged data. A value of 1 means the list
-    holds the K items of highest expected reading time for that user.
+    docs/protocol.md section 4: ``oracle_read_time@K`` (value = expected reading time) and ``oracle_p_long@K``
+    (value = probability of a click and a read longer than tau), from the oracle, never the logged data. A
+    ratio of 1 means the list holds the K items of highest value for that user.
 
     Args:
         topk: ``(n_rows, K_max)`` retrieved item indices (-1 = missing slot, duplicates count once).
-        expected_read_time: ``(n_rows, n_items)`` non-negative expected reading time of each item for the same
-            rows (a block of users when the caller works in chunks).
+        value: ``(n_rows, n_items)`` non-negative value of each item for the same rows (a block of users when
+            the caller works in chunks); items a list may not hold (the history mask) should be 0 here.
         ks: cut-offs K; K > n_items means the whole corpus.
         return_per_user: return each row's ratio instead of the mean (``nan`` where the best top K has zero
-            expected reading time).
+            value).
 
     Returns:
         ``{K: mean over rows of ratio}`` or ``{K: per-row ratio array}``.
     """
     t = _check_topk(topk)
     ks = _check_ks(ks)
-    ert = np.asarray(expected_read_time, dtype=np.float64)
+    ert = np.asarray(value, dtype=np.float64)
     if ert.ndim != 2 or ert.shape[0] != t.shape[0]:
-        raise ValueError(f"expected_read_time must be (n_rows={t.shape[0]}, n_items), got {ert.shape}")
+        raise ValueError(f"value must be (n_rows={t.shape[0]}, n_items), got {ert.shape}")
     if not np.isfinite(ert).all() or (ert < 0).any():
-        raise DataError(None, "expected_read_time", "negative or non-finite values", "pass seconds >= 0")
+        raise DataError(None, "value", "negative or non-finite values", "pass values >= 0")
     n_rows, n_items = ert.shape
     if t.size and t.max() >= n_items:
-        raise ValueError(f"topk holds item index {t.max()} but expected_read_time has {n_items} items")
+        raise ValueError(f"topk holds item index {t.max()} but value has {n_items} items")
     k_max = min(max(ks), n_items)
     if n_rows == 0 or n_items == 0:
         empty = np.empty(0) if return_per_user else float("nan")

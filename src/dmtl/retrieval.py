@@ -248,3 +248,72 @@ def index_recall(exact_idx: np.ndarray, approx_idx: np.ndarray) -> float:
     where = np.minimum(np.searchsorted(exact_keys, keys), max(exact_keys.size - 1, 0))
     hits = (exact_keys[where] == keys) & keep if exact_keys.size else np.zeros_like(keep)
     return float((hits.sum(axis=1) / k).mean())
+
+
+def masked_exact_topk(
+    user_emb: np.ndarray, item_emb: np.ndarray, k: int, history: Any = None, chunk: int = 1024
+) -> np.ndarray:
+    """Exact top-k items by inner product for each user, skipping the items of that user's ``history``.
+
+    Evaluation's reference search when retrieval leaves out what each user was already shown (the history
+    mask of docs/protocol.md section 4, as in RecBole and TorchRec's examples): scores are computed in chunks
+    of users as one matrix product, the user's history is set to minus infinity, and the top k are selected
+    per row. Ties are broken by the lower item index, so the lists are deterministic.
+
+    Args:
+        user_emb: ``(n_users, dim)`` query vectors.
+        item_emb: ``(n_items, dim)`` item vectors; row = item index.
+        k: items per user; clipped to ``n_items``.
+        history: ``None`` or a sparse ``(n_users, n_items)`` matrix whose non-zero entries are skipped.
+        chunk: users scored per matrix product.
+
+    Returns:
+        ``(n_users, min(k, n_items))`` int64 item indices, best first; ``-1`` pads a row whose user was
+        shown so much of the corpus that fewer than k items are left.
+    """
+    users, items = _as_f32(user_emb, "user_emb"), _as_f32(item_emb, "item_emb")
+    if users.shape[1] != items.shape[1]:
+        raise ValueError(f"user_emb has dim {users.shape[1]} but item_emb has dim {items.shape[1]}")
+    n_items = items.shape[0]
+    k = min(_check_k(k), n_items)
+    out = np.empty((users.shape[0], k), dtype=np.int64)
+    for s in range(0, users.shape[0], chunk):
+        scores = users[s : s + chunk] @ items.T
+        if history is not None:
+            rows, cols = history[s : s + chunk].nonzero()
+            scores[rows, cols] = -np.inf
+        top = (
+            np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            if k < n_items
+            else np.tile(np.arange(n_items), (len(scores), 1))
+        )
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # by score, then item index
+        top = np.take_along_axis(top, order, axis=1)
+        top[np.take_along_axis(top_scores, order, axis=1) == -np.inf] = -1
+        out[s : s + chunk] = top
+    return out
+
+
+def drop_history(topk: np.ndarray, history: Any, k: int) -> np.ndarray:
+    """The first ``k`` items of each row of ``topk`` that are not in that row's ``history`` (-1 pads).
+
+    For an approximate index, which cannot skip per-user items while it searches: search
+    ``k + (largest history)`` items, then drop the history here.
+    """
+    t = np.asarray(topk, dtype=np.int64)
+    if history is None:
+        return t[:, :k]
+    n_rows, width = t.shape
+    base = max(int(t.max(initial=0)), history.shape[1]) + 1
+    coo = history.tocoo()
+    keys = np.sort(coo.row.astype(np.int64) * base + coo.col)
+    flat = np.arange(n_rows, dtype=np.int64)[:, None] * base + t
+    where = np.minimum(np.searchsorted(keys, flat), max(keys.size - 1, 0))
+    seen = (keys[where] == flat) & (t >= 0) if keys.size else np.zeros_like(t, dtype=bool)
+    keep = (t >= 0) & ~seen
+    order = np.argsort(~keep, axis=1, kind="stable")  # kept items first, in their order
+    out = np.take_along_axis(np.where(keep, t, -1), order, axis=1)[:, :k]
+    if out.shape[1] < k:
+        out = np.hstack([out, np.full((n_rows, k - out.shape[1]), -1, dtype=np.int64)])
+    return out

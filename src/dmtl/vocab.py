@@ -107,7 +107,33 @@ STUDENT_NAMES: tuple[str, ...] = tuple(s.name for s in STUDENTS)
 TEACHER_COLOR = "#444444"
 OTHER_COLOR = "#7f7f7f"
 
-MODEL_ORDER: tuple[str, ...] = (TEACHER, *STUDENT_NAMES)
+
+@dataclass(frozen=True)
+class Baseline:
+    """A non-personalised popularity list: the same ranking for every user (docs/protocol.md section 3).
+
+    Attributes:
+        name: the name in metrics, tables and figures.
+        count: what is counted per item over the training days: ``impressions``, ``clicks`` or
+            ``long_reads`` (clicked and read longer than tau).
+        description: one line for the report.
+        color: its colour in every figure.
+    """
+
+    name: str
+    count: Literal["impressions", "clicks", "long_reads"]
+    description: str
+    color: str
+
+
+BASELINES: tuple[Baseline, ...] = (
+    Baseline("pop_long_reads", "long_reads", "the items with the most training long reads", "#8c564b"),
+    Baseline("pop_clicks", "clicks", "the items with the most training clicks", "#e377c2"),
+    Baseline("pop_impressions", "impressions", "the items shown most in training", "#bcbd22"),
+)
+BASELINE_NAMES: tuple[str, ...] = tuple(b.name for b in BASELINES)
+
+MODEL_ORDER: tuple[str, ...] = (TEACHER, *STUDENT_NAMES, *BASELINE_NAMES)
 """Display order of every table and figure."""
 
 
@@ -123,7 +149,15 @@ def model_color(name: str) -> str:
     """One colour per model in every figure."""
     if name == TEACHER:
         return TEACHER_COLOR
-    return next((s.color for s in STUDENTS if s.name == name), OTHER_COLOR)
+    return next((m.color for m in (*STUDENTS, *BASELINES) if m.name == name), OTHER_COLOR)
+
+
+def baseline(name: str) -> Baseline:
+    """The vocabulary entry of popularity baseline ``name``."""
+    for b in BASELINES:
+        if b.name == name:
+            return b
+    raise KeyError(f"unknown baseline {name!r}; valid: {list(BASELINE_NAMES)}")
 
 
 def ordered_models(models: Iterable[str]) -> list[str]:
@@ -133,7 +167,7 @@ def ordered_models(models: Iterable[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- metrics
-MetricFamily = Literal["ranking", "retrieval", "oracle", "index"]
+MetricFamily = Literal["ranking", "retrieval", "segment", "oracle", "check"]
 
 
 @dataclass(frozen=True)
@@ -143,8 +177,9 @@ class Metric:
     Attributes:
         name: base name; at-K metrics are reported as ``<name>@<K>``.
         family: ``ranking`` (scores of test impressions), ``retrieval`` (top-K lists over the corpus),
-            ``oracle`` (top-K lists scored by the simulator's ground truth) or ``index`` (the approximate
-            index against exact search).
+            ``segment`` (a retrieval metric on warm or cold users or items), ``oracle`` (top-K lists scored by
+            the simulator's ground truth) or ``check`` (diagnostics: the approximate index against exact
+            search, the lists without the history mask).
         higher_is_better: the direction verdicts read.
         bounds: the range every value lies in; intervals are kept inside it.
         at_k: reported per cut-off K of ``eval.ks``.
@@ -162,9 +197,7 @@ class Metric:
 _UNIT = (0.0, 1.0)
 METRICS: tuple[Metric, ...] = (
     Metric("auc_click", "ranking", True, _UNIT, False, "score vs y_c over all test impressions"),
-    Metric(
-        "auc_ctcvr", "ranking", True, _UNIT, False, "score vs y_c * y_d over all test impressions (headline)"
-    ),
+    Metric("auc_ctcvr", "ranking", True, _UNIT, False, "score vs y_c * y_d over all test impressions"),
     Metric("auc_cvr", "ranking", True, _UNIT, False, "score vs y_d among clicked test impressions"),
     Metric("gauc_click", "ranking", True, _UNIT, False, "impression-weighted per-user AUC of auc_click"),
     Metric("gauc_ctcvr", "ranking", True, _UNIT, False, "impression-weighted per-user AUC of auc_ctcvr"),
@@ -172,14 +205,33 @@ METRICS: tuple[Metric, ...] = (
     Metric("recall_long", "retrieval", True, _UNIT, True, "share of a user's test long reads in the top K"),
     Metric("recall_click", "retrieval", True, _UNIT, True, "share of a user's test clicks in the top K"),
     Metric("bait_share", "retrieval", False, _UNIT, True, "share of clickbait items in the top K"),
-    Metric("recall_long_ann", "index", True, _UNIT, True, "recall_long@K of the approximate index's lists"),
+    Metric("recall_long_warm_users", "segment", True, _UNIT, True, "recall_long@K of users seen in training"),
     Metric(
-        "ann_recall_vs_exact",
-        "index",
+        "recall_long_cold_users", "segment", True, _UNIT, True, "recall_long@K of users not seen in training"
+    ),
+    Metric(
+        "recall_long_warm_items",
+        "segment",
         True,
         _UNIT,
-        False,
-        "share of the exact top K_max the approximate index finds",
+        True,
+        "recall_long@K of long reads of items seen in training",
+    ),
+    Metric(
+        "recall_long_cold_items",
+        "segment",
+        True,
+        _UNIT,
+        True,
+        "recall_long@K of long reads of items not seen in training",
+    ),
+    Metric(
+        "oracle_p_long",
+        "oracle",
+        True,
+        _UNIT,
+        True,
+        "P(long read) of the top K over that of the best top K (simulator ground truth; the paper's objective)",
     ),
     Metric(
         "oracle_read_time",
@@ -188,6 +240,23 @@ METRICS: tuple[Metric, ...] = (
         _UNIT,
         True,
         "expected reading time of the top K over that of the best top K (simulator ground truth)",
+    ),
+    Metric("recall_long_ann", "check", True, _UNIT, True, "recall_long@K of the approximate index's lists"),
+    Metric(
+        "ann_recall_vs_exact",
+        "check",
+        True,
+        _UNIT,
+        False,
+        "share of the exact top K_max the approximate index finds",
+    ),
+    Metric(
+        "recall_long_unmasked",
+        "check",
+        True,
+        _UNIT,
+        True,
+        "recall_long@K of lists that may repeat items the user was shown in training",
     ),
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)

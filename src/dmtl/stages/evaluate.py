@@ -8,11 +8,12 @@ from typing import Any
 from dmtl import vocab as V
 from dmtl.artifacts import read_teacher_predictions, read_towers
 from dmtl.config import Study
-from dmtl.evaluation import at_k_table, evaluate_models, load_truth
+from dmtl.evaluation import at_k_table, evaluate_models
 from dmtl.features import Prepared
 from dmtl.io import read_json, write_csv, write_json, write_parquet
 from dmtl.paths import Paths
 from dmtl.stats import summarise
+from dmtl.truth import load_truth
 
 
 def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
