@@ -14,6 +14,7 @@ from dmtl import dag
 
 def test_dvc_yaml_is_the_stage_table():
     assert (REPO / "dvc.yaml").read_text() == dag.render(REPO), "dvc.yaml is stale: run `python -m dmtl.dag`"
+    assert dag.main(["--check"]) == 0  # and the plot templates
 
 
 def _covered(path: str, deps: list[str]) -> bool:

@@ -45,6 +45,7 @@ def tiny_repo(tmp_path_factory) -> Path:
     (repo / "params.yaml").write_text(yaml.safe_dump(_tiny_params().to_dict(), sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     assert _dvc(repo, "init", "-q").returncode == 0
+    shutil.copytree(REPO / ".dvc" / "plots", repo / ".dvc" / "plots")  # the study's plot templates
     (repo / "data").mkdir()
     assert _dvc(repo, "add", "-q", "data").returncode == 0
     run = _dvc(repo, "repro")
@@ -67,6 +68,10 @@ def test_metrics_plots_and_status(tiny_repo):
     shown = _dvc(tiny_repo, "metrics", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert "auc_ctcvr" in shown.stdout
+    # The table a terminal shows: one short row per model, a few headline columns.
+    table = _dvc(tiny_repo, "metrics", "show").stdout.splitlines()
+    assert len(table) == 1 + len(_tiny_params().students.names) + 1 + len(_tiny_params().eval.baselines)
+    assert max(len(line) for line in table) <= 120, table
     plots = _dvc(tiny_repo, "plots", "show", "-o", str(tiny_repo / "plots_html"))
     assert plots.returncode == 0, plots.stderr
     assert (tiny_repo / "plots_html" / "index.html").exists()

@@ -30,19 +30,21 @@ class Stage:
 
     Attributes:
         name: the DVC stage name (``student@dmtl`` for an item of a ``foreach`` stage).
-        notebook: the notebook it executes (``None`` for a command-only stage).
+        desc: one line that ``dvc stage list`` shows.
+        notebook: the notebook it executes (``None`` for a command-only stage); its executed copy is cached
+            by DVC and its HTML rendering is kept in git, so a visitor can read it without running anything.
         modules: modules its command runs (``python -m``), whose imports are its code too.
         params: the ``params.yaml`` keys it reads (a group or a dotted key).
         reads: other stages' outputs it reads.
-        outs: outputs DVC caches.
-        files: small outputs kept in git, not in DVC's cache (metrics files, tables, figures).
-        metrics: the files ``dvc metrics show`` prints.
-        plots: the files ``dvc plots show`` draws, with their DVC plot settings.
+        outs: outputs DVC caches (artifacts).
+        uncached: outputs DVC does not cache: small files kept in git (tables, figures, metrics files) or
+            scratch it rebuilds.
+        metrics: the files or folders ``dvc metrics show`` prints.
+        plots: the data files ``dvc plots show`` draws, with their DVC plot settings.
         foreach: for a stage run once per item: the params key listing the items (``${item}`` /
             ``${key}`` in the other fields).
         notebook_params: papermill parameters beyond ``params_file``, ``root`` and ``overrides``.
         command: the command, when it is not the notebook runner.
-        desc: one line that ``dvc stage list`` shows.
     """
 
     name: str
@@ -52,7 +54,7 @@ class Stage:
     params: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     outs: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()
+    uncached: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
     plots: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     foreach: str | None = None
@@ -75,6 +77,11 @@ class Stage:
         return f"python -m dmtl.notebook {self.notebook} {self.report}{extra}"
 
 
+def _curves(path: str) -> tuple[str, Mapping[str, Any]]:
+    """A learning-curve file drawn with one line per run (its ``series`` column)."""
+    return path, {"x": "epoch", "y": "val_loss", "template": "by_series"}
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         "prepare",
@@ -83,9 +90,7 @@ STAGES: tuple[Stage, ...] = (
         params=("data",),
         reads=("data",),
         outs=("artifacts/data",),
-        files=("metrics/data.json", "plots/data_overview.png"),
-        metrics=("metrics/data.json",),
-        plots=(("plots/data_overview.png", {}),),
+        uncached=("metrics/data.json", "plots/figures/data_overview.png"),
     ),
     Stage(
         "teacher",
@@ -94,17 +99,8 @@ STAGES: tuple[Stage, ...] = (
         params=("teacher", "train", "eval.ci_level"),
         reads=("artifacts/data",),
         outs=("artifacts/teacher", "metrics/teacher_runs.parquet"),
-        files=(
-            "metrics/teacher.json",
-            "metrics/tau.json",
-            "plots/teacher_curves.csv",
-            "plots/teacher_learning_curves.png",
-        ),
-        metrics=("metrics/teacher.json", "metrics/tau.json"),
-        plots=(
-            ("plots/teacher_curves.csv", {"x": "epoch", "y": "val_loss"}),
-            ("plots/teacher_learning_curves.png", {}),
-        ),
+        uncached=("metrics/teacher.json", "metrics/tau.json", "plots/figures/teacher_learning_curves.png"),
+        plots=(_curves("plots/teacher_curves.csv"),),
     ),
     Stage(
         "student",
@@ -115,16 +111,8 @@ STAGES: tuple[Stage, ...] = (
         params=("students.common", "students.${item}", "train", "teacher"),
         reads=("artifacts/data", "artifacts/teacher"),
         outs=("artifacts/students/${item}",),
-        files=(
-            "metrics/students/${item}.json",
-            "plots/students/${item}_curves.csv",
-            "plots/students/${item}_curves.png",
-        ),
-        metrics=("metrics/students/${item}.json",),
-        plots=(
-            ("plots/students/${item}_curves.csv", {"x": "epoch", "y": "val_loss"}),
-            ("plots/students/${item}_curves.png", {}),
-        ),
+        uncached=("metrics/students/${item}.json", "plots/figures/student_${item}_curves.png"),
+        plots=(_curves("plots/students/${item}_curves.csv"),),
     ),
     Stage(
         "evaluate",
@@ -133,15 +121,9 @@ STAGES: tuple[Stage, ...] = (
         params=("eval", "train.seeds", "students.names"),
         reads=("artifacts/data", "artifacts/teacher", "artifacts/students"),
         outs=("metrics/per_seed.parquet",),
-        files=("metrics/metrics.json", "plots/retrieval_at_k.csv", "plots/student_vs_teacher.csv"),
-        metrics=("metrics/metrics.json",),
-        plots=(
-            ("plots/retrieval_at_k.csv", {"template": "linear", "x": "k", "y": "recall_long"}),
-            (
-                "plots/student_vs_teacher.csv",
-                {"template": "scatter", "x": "teacher_p_ctcvr", "y": "student_score"},
-            ),
-        ),
+        uncached=("metrics/metrics.json", "plots/student_vs_teacher.csv"),
+        metrics=("metrics/headline",),
+        plots=(("plots/retrieval_at_k.csv", {"x": "k", "y": "recall_long", "template": "by_model"}),),
     ),
     Stage(
         "sweep",
@@ -161,8 +143,7 @@ STAGES: tuple[Stage, ...] = (
             "sweeps.grid.${key}",
         ),
         reads=("artifacts/data", "artifacts/teacher", "metrics/per_seed.parquet"),
-        files=("artifacts/sweeps/${key}", "sweeps/${key}/results.csv", "sweeps/${key}/summary.png"),
-        plots=(("sweeps/${key}/summary.png", {}),),
+        uncached=("artifacts/sweeps/${key}", "sweeps/${key}/results.csv", "sweeps/${key}/summary.png"),
     ),
     Stage(
         "report",
@@ -175,20 +156,22 @@ STAGES: tuple[Stage, ...] = (
             "metrics/teacher.json",
             "metrics/data.json",
             "plots/retrieval_at_k.csv",
+            "plots/student_vs_teacher.csv",
             "sweeps",
         ),
-        files=("plots/report",),
+        uncached=("plots/figures/report",),
     ),
     Stage(
         "timings",
-        "Per-stage wall-clock seconds of this run, read from the executed notebooks.",
+        "Per-stage wall-clock seconds of this run, read from the executed notebooks (a measurement).",
         modules=("dmtl.timings",),
         command="python -m dmtl.timings",
         reads=("reports/05_report.ipynb",),
-        files=("metrics/timings.json",),
-        metrics=("metrics/timings.json",),
+        uncached=("metrics/timings.json",),
     ),
 )
+FIGURES = "plots/figures"
+"""Every PNG the stages draw: one ``dvc plots show`` entry, images render offline (unlike vega charts)."""
 
 
 def stage(name: str) -> Stage:
@@ -290,9 +273,8 @@ def _dvc_stage(s: Stage, repo: Path) -> dict[str, Any]:
         body["params"] = list(s.params)
     outs: list[Any] = list(s.outs)
     if s.report:
-        outs += [f"{s.report}.ipynb", f"{s.report}.html"]
-    metric_files, plot_files = set(s.metrics), {p for p, _ in s.plots}
-    outs += [{f: {"cache": False}} for f in s.files if f not in metric_files | plot_files]
+        outs += [f"{s.report}.ipynb", {f"{s.report}.html": {"cache": False}}]
+    outs += [{f: {"cache": False}} for f in s.uncached]
     if outs:
         body["outs"] = outs
     if s.metrics:
@@ -308,8 +290,45 @@ def render(repo: Path = REPO) -> str:
     """``dvc.yaml`` as the stage table says."""
     import yaml
 
-    doc = {"stages": {s.name: _dvc_stage(s, repo) for s in STAGES}}
+    doc = {"stages": {s.name: _dvc_stage(s, repo) for s in STAGES}, "plots": [FIGURES]}
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+# ------------------------------------------------------------------------------------- plot templates
+def _template(color_field: str, colors: Mapping[str, str] | None) -> dict[str, Any]:
+    """A vega-lite line chart in DVC's template format, one line per value of ``color_field``."""
+    anchor = "<DVC_METRIC_{}>".format
+    color: dict[str, Any] = {"field": color_field, "type": "nominal"}
+    if colors:
+        color["scale"] = {"domain": list(colors), "range": list(colors.values())}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "data": {"values": anchor("DATA")},
+        "title": anchor("TITLE"),
+        "width": anchor("PLOT_WIDTH"),
+        "height": anchor("PLOT_HEIGHT"),
+        "mark": {"type": "line", "point": True, "tooltip": {"content": "data"}},
+        "encoding": {
+            "x": {"field": anchor("X"), "type": "quantitative", "title": anchor("X_LABEL")},
+            "y": {
+                "field": anchor("Y"),
+                "type": "quantitative",
+                "title": anchor("Y_LABEL"),
+                "scale": {"zero": False},
+            },
+            "color": color,
+        },
+    }
+
+
+def templates() -> dict[str, str]:
+    """DVC plot templates (``.dvc/plots/<name>.json``): ``by_model`` colours each model as every figure of the
+    study does (:func:`dmtl.vocab.model_color`); ``by_series`` draws one line per run of a learning curve."""
+    from dmtl import vocab as V
+
+    colors = {m: V.model_color(m) for m in V.MODEL_ORDER}
+    specs = {"by_model": _template("model", colors), "by_series": _template("series", None)}
+    return {name: json.dumps(spec, indent=2) + "\n" for name, spec in specs.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,18 +336,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if dvc.yaml differs from the table")
     ap.add_argument("--repo", type=Path, default=REPO)
     args = ap.parse_args(argv)
-    path = args.repo / "dvc.yaml"
-    text = render(args.repo)
+    files = {args.repo / "dvc.yaml": render(args.repo)}
+    files |= {args.repo / ".dvc" / "plots" / f"{name}.json": text for name, text in templates().items()}
     if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} differs from the stage table: run `python -m dmtl.dag`", file=sys.stderr)
+        stale = [str(p) for p, text in files.items() if not p.exists() or p.read_text() != text]
+        if stale:
+            print(f"{stale} differ from the stage table: run `python -m dmtl.dag`", file=sys.stderr)
             return 1
         return 0
     from dmtl.io import atomic_path
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    print(f"wrote {path}")
+    for path, text in files.items():
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {path}")
     return 0
 
 

@@ -9,6 +9,7 @@ left where DVC would take it for a finished stage.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -73,6 +74,8 @@ def execute(
     if not Path(notebook).is_file():
         raise NotebookFailed(f"{notebook}: no such notebook")
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    # The kernel inherits the environment: its notebook then knows it runs for the pipeline (dmtl.session).
+    os.environ["DMTL_PIPELINE"] = "1"
     with tempfile.TemporaryDirectory(prefix="dmtl-nb-") as tmp:
         tmp_nb = Path(tmp) / out_nb.name
         try:

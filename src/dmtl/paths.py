@@ -6,8 +6,10 @@ The root is the repository for ``dvc repro``, a scratch folder per grid point fo
     root/artifacts/data/                           prepared data (+ oracle/ for the simulator)
     root/artifacts/teacher/<variant>/seed_<s>/     state dict, predictions for every impression
     root/artifacts/students/<name>/seed_<s>/       state dict, user and item embeddings
-    root/metrics/*.json                            what ``dvc metrics show`` reads
-    root/plots/*.csv                               what ``dvc plots show`` reads
+    root/metrics/headline/<model>.json             what ``dvc metrics show`` prints: the headline numbers
+    root/metrics/*.json, *.parquet                 every metric, per seed and summarised
+    root/plots/*.csv                               data of the interactive ``dvc plots show`` charts
+    root/plots/figures/*.png                       every figure of the reports (``dvc plots show`` too)
 """
 
 from __future__ import annotations
@@ -41,3 +43,16 @@ class Paths:
 
     def student_curves(self, name: str) -> Path:
         return self.plots / "students" / f"{name}_curves.csv"
+
+    @property
+    def headline(self) -> Path:
+        """One small JSON per model with its headline numbers: the table ``dvc metrics show`` prints."""
+        return self.metrics / "headline"
+
+    @property
+    def figures(self) -> Path:
+        return self.plots / "figures"
+
+    def figure(self, name: str) -> Path:
+        """Where a stage's figure ``name`` is saved (a PNG beside every report figure)."""
+        return self.figures / f"{name}.png"

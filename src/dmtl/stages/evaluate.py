@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,34 @@ def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
         "reference": ev.reference,
     }
     write_json(summary, paths.metrics / "metrics.json")
+    write_headline(summary, paths.headline)
     write_csv(at_k_table(table, sorted(ev.ks)), paths.plots / "retrieval_at_k.csv")
     if len(result.sample):
         write_csv(result.sample, paths.plots / "student_vs_teacher.csv")
     return summary
+
+
+def headline_numbers(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each model's headline means (the README table's core): what ``dvc metrics show`` prints."""
+    ks = summary["meta"]["ks"]
+    names = list(V.headline(ks))
+    if summary["meta"]["simulated"]:
+        names.append(f"oracle_p_long@{V.main_k(ks)}")
+    return {
+        model: {m: metrics[m]["mean"] for m in names if m in metrics}
+        for model, metrics in summary["models"].items()
+    }
+
+
+def write_headline(summary: dict[str, Any], directory: Path) -> None:
+    """One small JSON per model (``dvc metrics show`` prints one row per file); the folder is replaced as a
+    whole, so a model dropped from the study leaves no stale row."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for model, numbers in headline_numbers(summary).items():
+        write_json(numbers, tmp / f"{model}.json")
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
 
 
 def read_metrics(root: str | Path = ".") -> dict[str, Any]:

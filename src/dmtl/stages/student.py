@@ -73,7 +73,7 @@ def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, An
             tower_embeddings(model, tensors.item_table, user=False),
         )
         write_towers(towers, out)
-        curves.append(curve.assign(student=name, seed=seed))
+        curves.append(curve.assign(student=name, seed=seed, series=f"seed {seed}"))
         rows.append(
             {
                 "seed": seed,

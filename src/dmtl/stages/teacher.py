@@ -39,7 +39,7 @@ def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
         out = paths.teacher(variant, seed)
         save_state(module.model, out / "model.pt")
         write_teacher_predictions(pred, out)
-        curves.append(curve.assign(variant=variant, seed=seed))
+        curves.append(curve.assign(variant=variant, seed=seed, series=f"{variant} seed {seed}"))
         for split in ("val", "test"):
             mask = prepared.split_mask(split)
             m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
