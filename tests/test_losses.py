@@ -151,7 +151,8 @@ def sl(name, logit, click, long_read, duration, soft=None, duration_scale=1.0, *
     settings = None
     if name in STUDENT_NAMES and student(name).needs_teacher:
         base = {"soft_target": "p_ctcvr", "distill_loss": "bce", "kl_temperature": 1.0, "hard_weight": 0.0}
-        settings = DistillConfig(**{**base, **distill}, teacher_training="two_stage")
+        unexposed = {"unexposed_ratio": 0.0, "unexposed_popularity_share": 0.5, "unexposed_weight": 1.0}
+        settings = DistillConfig(**{**base, **distill}, teacher_training="two_stage", **unexposed)
     return student_loss(name, logit, batch, duration_scale, settings)
 
 

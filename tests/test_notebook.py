@@ -115,7 +115,7 @@ def test_stage_notebook_with_a_bad_param_fails_before_any_work(tmp_path: Path) -
         execute(repo / "notebooks" / "01_data.ipynb", tmp_path / "01_data", parameters, html=False)
     message = str(err.value)
     assert "failed with ParamsError" in message and "\n" not in message
-    assert "P.load(" in message  # the line of the cell, not of the library
+    assert "start(params_file" in message  # the line of the cell, not of the library
     assert "unknown key(s) ['train.epochs'] in train; valid keys:" in message and "'max_epochs'" in message
     assert not root.exists()  # nothing was simulated, prepared or written
     assert not (tmp_path / "01_data.ipynb").exists()

@@ -59,7 +59,7 @@ def test_every_key_is_documented() -> None:
         ({"train.epochs": 3}, r"\['train.epochs'\] in train; valid keys: \[.*'max_epochs'"),
         (
             {"students.common.dropout": 0.1},
-            r"in students.common; valid keys: \['cosine_temperature', 'out_dim'",
+            r"in students.common; valid keys: \['cosine_temperature', 'objective', 'out_dim'",
         ),
         # bad choices: the options are listed
         ({"data.source": "kandian"}, r"data.source = 'kandian' is not valid; choose one of \['simulated'"),

@@ -142,8 +142,9 @@ def inject(monkeypatch: pytest.MonkeyPatch, crash: Crash) -> None:
         train: dict[str, Any],
         seed: int,
         extra_callbacks: list[Callback] | None = None,
+        **kwargs: Any,
     ) -> pd.DataFrame:
-        return real_fit(module, data, train, seed, [*(extra_callbacks or []), crash])
+        return real_fit(module, data, train, seed, [*(extra_callbacks or []), crash], **kwargs)
 
     for stage in (teacher_stage, student_stage):
         monkeypatch.setattr(stage, "fit", fit_with_crash)
@@ -247,8 +248,8 @@ KILL_SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     real_fit = training.fit
-    teacher.fit = lambda module, data, train, seed, extra_callbacks=None: real_fit(
-        module, data, train, seed, [Kill()]
+    teacher.fit = lambda module, data, train, seed, extra_callbacks=None, **kw: real_fit(
+        module, data, train, seed, [Kill()], **kw
     )
     teacher.run_teacher(P.load(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
     """

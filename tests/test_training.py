@@ -30,6 +30,7 @@ def _train(params, **over):
 
 
 def _student(params, prepared, lr: float | None = None):
+    from dmtl.objectives import StudentObjective
     from dmtl.training import StudentModule, build_student, seed_everything
 
     seed_everything(0, 1)
@@ -37,12 +38,8 @@ def _student(params, prepared, lr: float | None = None):
     if lr is not None:
         ctr = dataclasses.replace(ctr, lr=lr)
     model = build_student(prepared.cardinalities, params.students.common, ctr)
-    return StudentModule(
-        model,
-        ctr,
-        duration_scale=prepared.meta["mean_clicked_train_duration"],
-        duration_cap=prepared.meta["duration_cap_seconds"],
-    )
+    objective = StudentObjective(ctr, "pointwise", prepared.meta["mean_clicked_train_duration"], None)
+    return StudentModule(model, ctr, objective, duration_cap=prepared.meta["duration_cap_seconds"])
 
 
 def test_step_groups_keep_every_batch_in_order(tiny) -> None:
@@ -96,9 +93,9 @@ def test_recorded_train_loss_is_the_epoch_mean(tiny) -> None:
     data = ImpressionTensors(prepared)
     module = _student(params, prepared, lr=0.0)
     with torch.no_grad():
-        expected = float(module._loss(data.batch(data.indices("train"))))
+        expected = float(module._loss(data.batch(data.indices("train")), with_pairs=False))
     curve = fit(module, data, _train(params, max_epochs=1, steps_per_call=3), seed=0)
     assert curve["train_loss"].iloc[0] == pytest.approx(expected, rel=1e-5)
     with torch.no_grad():
-        val = float(module._loss(data.batch(data.indices("val"))))
+        val = float(module._loss(data.batch(data.indices("val")), with_pairs=False))
     assert curve["val_loss"].iloc[0] == pytest.approx(val, rel=1e-4)

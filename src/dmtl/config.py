@@ -102,12 +102,18 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class TowersConfig:
-    """``students.common``: the one two-tower architecture every student shares (protocol section 3)."""
+    """``students.common``: what every student shares: the two-tower architecture and the training objective
+    (docs/protocol.md section 3)."""
 
     tower_dims: tuple[int, ...] = rule(int_list(allow_empty=True), "hidden widths of each tower's MLP")
     out_dim: int = rule(number(1, 1024, True), "embedding size shared by the towers")
     score: V.Score = rule(choice(V.SCORES), "dot: sigmoid(<u, v>) | cosine: cos(u, v) / cosine_temperature")
     cosine_temperature: float = rule(number(1e-4, None), "score = cosine only: the cosine temperature")
+    objective: V.Objective = rule(
+        choice(V.OBJECTIVES),
+        "pointwise: each student's loss on logged impressions | sampled_softmax: in-batch softmax over the "
+        "corpus with log-Q correction, each impression weighted by the student's target",
+    )
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,14 @@ class DistillConfig:
     teacher_training: V.TeacherTraining = rule(
         choice(V.TEACHER_TRAININGS), "two_stage: frozen teacher | joint: trained alongside (stop-gradient)"
     )
+    unexposed_ratio: float = rule(
+        number(0.0, 16.0), "teacher-labelled (user, item) pairs the logs never showed, per batch row (0: off)"
+    )
+    unexposed_popularity_share: float = rule(
+        number(0.0, 1.0),
+        "share of those pairs whose item is drawn by training popularity (the rest: uniform)",
+    )
+    unexposed_weight: float = rule(number(0.0, None), "weight of the distillation loss on those pairs")
 
 
 @dataclass(frozen=True)

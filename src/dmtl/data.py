@@ -1,6 +1,7 @@
 """The training data path: whole tensors in memory, batches gathered by slicing, no per-sample Python.
 
-A batch is a dict of tensors: ``user_x`` (B, n_user_features), ``item_x`` (B, n_item_features),
+A batch is a dict of tensors: ``user_row`` / ``item_row`` (B,) rows of the user and item tables,
+``user_x`` (B, n_user_features), ``item_x`` (B, n_item_features),
 ``context_x`` (B, n_context_features), ``click``, ``long_read``, ``duration`` (B,) floats, and ``soft_label``
 (B,) when the teacher's outputs are attached. Features are gathered from the small user/item tables with one
 index per batch, so an epoch costs a permutation and ``n / batch_size`` gathers.
@@ -53,9 +54,12 @@ class ImpressionTensors:
 
     def batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """Gather one batch for impression ``rows`` (a 1-d index tensor)."""
+        user_row, item_row = self.user_idx[rows], self.item_idx[rows]
         out = {
-            "user_x": self.user_table[self.user_idx[rows]],
-            "item_x": self.item_table[self.item_idx[rows]],
+            "user_row": user_row,
+            "item_row": item_row,
+            "user_x": self.user_table[user_row],
+            "item_x": self.item_table[item_row],
             "context_x": self.context[rows],
             "click": self.click[rows],
             "long_read": self.long_read[rows],
@@ -64,6 +68,67 @@ class ImpressionTensors:
         if self.soft_label is not None:
             out["soft_label"] = self.soft_label[rows]
         return out
+
+    def item_counts(self, split: str = "train") -> np.ndarray:
+        """Impressions of each corpus item in ``split``."""
+        rows = self.indices(split)
+        return np.bincount(self.item_idx[rows].numpy(), minlength=len(self.item_table))
+
+    def logged_pairs(self) -> np.ndarray:
+        """Sorted ``user_row * n_items + item_row`` of every logged impression, every split."""
+        return np.unique(self.user_idx.numpy() * len(self.item_table) + self.item_idx.numpy())
+
+
+class UnexposedSampler:
+    """(user, item) pairs the logs never showed, for a student to learn from the teacher's labels.
+
+    The protocol's "random corpus negatives scored by the teacher" (docs/protocol.md section 2): for each
+    batch, ``ratio * B`` pairs whose users are drawn from the batch's users and whose items are drawn from
+    the whole corpus, a ``popularity_share`` of them in proportion to training impressions and the rest
+    uniformly (new items included). A pair that was logged on any day, the validation and test days
+    included, is redrawn once and dropped if it is again a logged pair, so no test impression is ever
+    labelled by the teacher for the student.
+    """
+
+    def __init__(
+        self, data: ImpressionTensors, ratio: float, popularity_share: float, seed: int, redraws: int = 1
+    ):
+        self.ratio, self.popularity_share, self.redraws = ratio, popularity_share, redraws
+        self.n_items = len(data.item_table)
+        counts = data.item_counts("train").astype(np.float64)
+        self.popularity = torch.from_numpy(counts / max(counts.sum(), 1.0))
+        self.logged = data.logged_pairs()
+        self.generator = torch.Generator().manual_seed(seed * 7_919 + 17)
+
+    def item_probability(self) -> np.ndarray:
+        """The probability of each corpus item in a drawn pair (the mixture of popularity and uniform)."""
+        uniform = np.full(self.n_items, 1.0 / self.n_items)
+        return self.popularity_share * self.popularity.numpy() + (1.0 - self.popularity_share) * uniform
+
+    def _items(self, n: int) -> torch.Tensor:
+        g = self.generator
+        by_popularity = torch.rand(n, generator=g) < self.popularity_share
+        uniform = torch.randint(0, self.n_items, (n,), generator=g)
+        popular = torch.multinomial(self.popularity, n, replacement=True, generator=g)
+        return torch.where(by_popularity, popular, uniform)
+
+    def _logged(self, users: torch.Tensor, items: torch.Tensor) -> np.ndarray:
+        keys = users.numpy().astype(np.int64) * self.n_items + items.numpy()
+        where = np.minimum(np.searchsorted(self.logged, keys), max(len(self.logged) - 1, 0))
+        return self.logged[where] == keys if len(self.logged) else np.zeros(len(keys), dtype=bool)
+
+    def draw(self, user_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(users, items)`` rows of about ``ratio * len(user_row)`` pairs never logged."""
+        n = int(round(self.ratio * len(user_row)))
+        users = user_row[torch.randint(0, len(user_row), (n,), generator=self.generator)]
+        items = self._items(n)
+        for _ in range(self.redraws):
+            again = torch.from_numpy(self._logged(users, items))
+            if not bool(again.any()):
+                break
+            items = torch.where(again, self._items(n), items)
+        keep = torch.from_numpy(~self._logged(users, items))
+        return users[keep], items[keep]
 
 
 class BatchStream(IterableDataset):

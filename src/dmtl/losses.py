@@ -288,14 +288,62 @@ def student_loss(
     return STUDENT_LOSSES[name](logit, batch, duration_scale, distill)
 
 
+# ------------------------------------------------------------------------------------ sampled softmax
+def sampled_softmax_loss(
+    user_emb: Tensor, item_emb: Tensor, item_row: Tensor, log_q: Tensor, weight: Tensor
+) -> Tensor:
+    """In-batch sampled softmax with the log-Q correction (Yi et al., RecSys 2019), rows weighted.
+
+    Row ``i`` is the pair (user ``i``, item ``i``); the other rows' items are its negatives. Because an item
+    enters a batch with probability ``q_j`` (its share of the training stream), popular items would be
+    over-penalised as negatives; subtracting ``log q_j`` from every logit corrects the sampled softmax towards
+    the full softmax over the corpus. Other rows holding the *same* item as row ``i`` are not negatives for
+    it ("accidental hits") and are masked.
+
+    ``loss = sum_i w_i * -log softmax_j(<u_i, v_j> - log q_j)[i] / sum_i w_i`` (0 when no row has weight):
+    a row's weight is how much the student's target says the pair is a positive (:data:`SOFTMAX_WEIGHTS`).
+
+    Args:
+        user_emb: ``(B, d)`` user-tower outputs.
+        item_emb: ``(B, d)`` item-tower outputs of the same rows.
+        item_row: ``(B,)`` item index of each row (for the accidental-hit mask).
+        log_q: ``(B,)`` log sampling probability of each row's item.
+        weight: ``(B,)`` non-negative row weights.
+    """
+    _check_same_shape(item_row=item_row, log_q=log_q, weight=weight)
+    logits = user_emb @ item_emb.T - log_q.to(user_emb.dtype)[None, :]
+    same = item_row[:, None] == item_row[None, :]
+    same.fill_diagonal_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    nll = -torch.log_softmax(logits, dim=1).diagonal()
+    weight = weight.to(nll.dtype)
+    return (weight * nll).sum() / weight.sum().clamp(min=torch.finfo(nll.dtype).tiny)
+
+
+SoftmaxWeight = Callable[[Batch, float, "DistillConfig | None"], Tensor]
+SOFTMAX_WEIGHTS: dict[str, SoftmaxWeight] = {
+    # How much each logged impression counts as a positive of the student's target (docs/protocol.md §3).
+    "ctr": lambda b, scale, d: b["click"].float(),
+    "duration_regression": lambda b, scale, d: torch.log1p(b["duration"].float()),
+    "weighted_lr": lambda b, scale, d: b["click"].float() * b["duration"].float() / scale,
+    "ctcvr_hard": lambda b, scale, d: (b["click"] * b["long_read"]).float(),
+    "dmtl": lambda b, scale, d: (
+        b["soft_label"].float() + d.hard_weight * (b["click"] * b["long_read"]).float()
+    ),
+}
+"""Each student's row weight in the ``sampled_softmax`` objective: its target as a positive weight."""
+
+
 __all__ = [
     "DISTILL_LOSSES",
     "SOFT_LABEL_EPS",
+    "SOFTMAX_WEIGHTS",
     "STUDENT_LOSSES",
     "bce_ctcvr_from_logits",
     "bernoulli_kl_with_logits",
     "distillation_loss",
     "soft_label_logit",
+    "sampled_softmax_loss",
     "soft_target_from_teacher",
     "ctcvr_hard_loss",
     "ctr_loss",

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -21,9 +21,12 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from dmtl.config import StudentConfig, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import ImpressionDataModule, ImpressionTensors
 from dmtl.io import atomic_path
-from dmtl.losses import soft_target_from_teacher, student_loss, teacher_loss
+from dmtl.losses import soft_target_from_teacher, teacher_loss
 from dmtl.models.teacher import MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
+
+if TYPE_CHECKING:
+    from dmtl.objectives import StudentObjective, UnexposedPairs
 
 
 def quiet_lightning() -> None:
@@ -36,6 +39,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # A frozen teacher labelling a student's unexposed pairs stays in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
     # The modules move their own dict batches (``_StepCost.transfer_batch_to_device``), on purpose.
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
@@ -181,35 +186,45 @@ class TeacherModule(_StepCost):
 
 
 class StudentModule(_StepCost):
-    """The two-tower student trained on its own target (:data:`dmtl.losses.STUDENT_LOSSES`).
+    """The two-tower student trained on its own target under the study's objective
+    (:class:`dmtl.objectives.StudentObjective`).
 
     A student that learns from the teacher reads its soft labels from the batch (two-stage regime: the
     frozen teacher's predictions, attached by the data) or, given a ``teacher`` module (joint regime), from
     that teacher's detached outputs on the same batch (stop-gradient: the distillation loss never moves the
-    teacher, whose own loss trains it alongside).
+    teacher, whose own loss trains it alongside). ``pairs`` adds teacher-labelled unexposed pairs to each
+    training batch (never to validation batches, so the early-stopping loss is that of the logged days).
     """
 
     def __init__(
         self,
         model: TwoTower,
         student: StudentConfig,
-        duration_scale: float,
+        objective: StudentObjective,
         duration_cap: float,
         teacher: TeacherModule | None = None,
+        pairs: UnexposedPairs | None = None,
     ):
         super().__init__()
-        if teacher is not None and student.distill is None:
-            raise ValueError(f"student {student.name!r} does not learn from a teacher; pass teacher=None")
+        if (teacher is not None or pairs is not None) and student.distill is None:
+            raise ValueError(f"student {student.name!r} does not learn from a teacher: no teacher, no pairs")
         self.model = model
         self.student = student
-        self.duration_scale = duration_scale
+        self.objective = objective
         self.duration_cap = duration_cap
         self.teacher = teacher
+        self.pairs = pairs
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.model(batch["user_x"], batch["item_x"])
 
-    def _loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def teacher_label(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The joint teacher's detached soft target for ``batch`` (the labeller of unexposed pairs)."""
+        out = self.teacher(batch)
+        detached = {k: v.detach() for k, v in out.items() if v is not None}
+        return soft_target_from_teacher(detached, self.student.distill.soft_target, self.duration_cap)
+
+    def _loss(self, batch: Mapping[str, torch.Tensor], with_pairs: bool) -> torch.Tensor:
         t_loss = None
         if self.teacher is not None:
             # One teacher forward per step: its loss trains the teacher; the detached outputs are the soft
@@ -219,14 +234,15 @@ class StudentModule(_StepCost):
             detached = {k: v.detach() for k, v in out.items() if v is not None}
             soft = soft_target_from_teacher(detached, self.student.distill.soft_target, self.duration_cap)
             batch = {**batch, "soft_label": soft}
-        loss = student_loss(self.student.name, self(batch), batch, self.duration_scale, self.student.distill)
+        pairs = self.pairs(batch["user_row"]) if with_pairs and self.pairs is not None else None
+        loss = self.objective(self.model, batch, pairs)
         return loss if t_loss is None else loss + t_loss
 
     def train_loss(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self._loss(batch)
+        return self._loss(batch, with_pairs=True)
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        loss = self._loss(batch)
+        loss = self._loss(batch, with_pairs=False)
         self.log("val_loss", loss, on_epoch=True, batch_size=len(batch["click"]), sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -289,6 +305,7 @@ def fit(
     train: TrainConfig,
     seed: int,
     extra_callbacks: list[Callback] | None = None,
+    eval_batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Train ``module`` with early stopping on validation loss; load its best weights; return the curve.
 
@@ -297,7 +314,9 @@ def fit(
     """
     quiet_lightning()
     seed_everything(seed, train.threads)
-    dm = ImpressionDataModule(data, train.batch_size, seed, steps_per_call=train.steps_per_call)
+    dm = ImpressionDataModule(
+        data, train.batch_size, seed, eval_batch_size=eval_batch_size, steps_per_call=train.steps_per_call
+    )
     curve = CurveRecorder()
     ckpt_dir = Path(tempfile.mkdtemp(prefix="dmtl-ckpt-"))
     try:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from dmtl.artifacts import Towers, read_teacher_predictions, write_towers
 from dmtl.config import Study, to_dict
-from dmtl.data import ImpressionTensors
+from dmtl.data import ImpressionTensors, UnexposedSampler
 from dmtl.features import Prepared
 from dmtl.io import write_csv, write_json
 from dmtl.losses import soft_target_from_teacher
+from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
 from dmtl.paths import Paths
 from dmtl.training import (
     StudentModule,
@@ -26,6 +29,67 @@ from dmtl.training import (
     seed_everything,
     tower_embeddings,
 )
+
+
+def build_module(
+    study: Study, name: str, prepared: Prepared, tensors: ImpressionTensors, root: Path, seed: int
+) -> StudentModule:
+    """Student ``name`` of seed ``seed`` with its objective, and for a student that learns from the teacher,
+    the teacher trained alongside (joint) or the frozen teacher of the same seed labelling unexposed pairs."""
+    student, common = study.students[name], study.students.common
+    distill = student.distill
+    duration_cap = prepared.meta["duration_cap_seconds"]
+    joint = distill is not None and distill.teacher_training == "joint"
+    teacher = (
+        TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher) if joint else None
+    )
+    pairs = sampler = None
+    if distill is not None and distill.unexposed_ratio > 0:
+        sampler = UnexposedSampler(tensors, distill.unexposed_ratio, distill.unexposed_popularity_share, seed)
+        if teacher is None:  # two-stage: the frozen teacher of this seed labels the pairs
+            frozen = TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher)
+            state = torch.load(
+                Paths(root).teacher("default", seed) / "model.pt", map_location="cpu", weights_only=True
+            )
+            frozen.model.load_state_dict(state)
+            frozen.requires_grad_(False).eval()
+            labeller = _Labeller(frozen, distill.soft_target, duration_cap)
+        else:
+            labeller = None  # set below: the module's own teacher, detached
+        pairs = UnexposedPairs(
+            sampler, tensors.user_table, tensors.item_table, labeller, len(prepared.context_cardinalities)
+        )
+    log_q = None
+    if common.objective == "sampled_softmax":
+        counts = tensors.item_counts("train").astype(np.float64)
+        extra = sampler.item_probability() if sampler is not None else np.zeros(len(counts))
+        log_q = item_log_q(extra, counts, distill.unexposed_ratio if sampler is not None else 0.0)
+    objective = StudentObjective(
+        student, common.objective, prepared.meta["mean_clicked_train_duration"], log_q
+    )
+    module = StudentModule(
+        build_student(prepared.cardinalities, common, student),
+        student,
+        objective,
+        duration_cap,
+        teacher,
+        pairs,
+    )
+    if pairs is not None and pairs.labeller is None:
+        pairs.labeller = module.teacher_label
+    return module
+
+
+class _Labeller(torch.nn.Module):
+    """A frozen teacher's soft target for a batch (two-stage labelling of unexposed pairs)."""
+
+    def __init__(self, teacher: TeacherModule, target: str, duration_cap: float):
+        super().__init__()
+        self.teacher, self.target, self.duration_cap = teacher, target, duration_cap
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        out = {k: v for k, v in self.teacher(batch).items() if v is not None}
+        return soft_target_from_teacher(out, self.target, self.duration_cap)
 
 
 def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, Any]:
@@ -40,32 +104,24 @@ def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, An
     prepared = Prepared.read(paths.data)
     student, common, train = study.students[name], study.students.common, study.train
     distill = student.distill
-    joint = distill is not None and distill.teacher_training == "joint"
-    duration_cap = prepared.meta["duration_cap_seconds"]
+    two_stage = distill is not None and distill.teacher_training == "two_stage"
+    # The softmax objective's loss depends on the batch's negatives: validate on batches of the same size.
+    eval_batch = train.batch_size if common.objective == "sampled_softmax" else None
     curves, rows = [], []
     for seed in train.seeds:
         soft = None
-        if distill is not None and not joint:
+        if two_stage:
             pred = {k: torch.from_numpy(v) for k, v in read_teacher_predictions(root, seed).items()}
-            soft = soft_target_from_teacher(pred, distill.soft_target, duration_cap).numpy()
+            soft = soft_target_from_teacher(
+                pred, distill.soft_target, prepared.meta["duration_cap_seconds"]
+            ).numpy()
         tensors = ImpressionTensors(prepared, soft_labels=soft)
         seed_everything(seed, train.threads)
-        model = build_student(prepared.cardinalities, common, student)
-        teacher = (
-            TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher)
-            if joint
-            else None
-        )
-        module = StudentModule(
-            model,
-            student,
-            duration_scale=prepared.meta["mean_clicked_train_duration"],
-            duration_cap=duration_cap,
-            teacher=teacher,
-        )
+        module = build_module(study, name, prepared, tensors, Path(root), seed)
         t0 = time.perf_counter()
-        curve = fit(module, tensors, train, seed)
+        curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch)
         seconds = time.perf_counter() - t0
+        model = module.model
         out = paths.student(name, seed)
         save_state(model, out / "model.pt")
         towers = Towers(

@@ -1,0 +1,115 @@
+"""The students' objectives: the log-Q corrected sampled softmax against its formula, and the teacher-labelled
+unexposed pairs (never a logged pair, never a test impression)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dmtl.losses import SOFTMAX_WEIGHTS, STUDENT_LOSSES, sampled_softmax_loss
+from dmtl.objectives import item_log_q
+
+D = torch.float64
+
+
+def test_sampled_softmax_equals_its_formula_with_log_q_and_accidental_hits():
+    user = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=D)
+    item = torch.tensor([[2.0, 0.0], [0.0, 1.0], [2.0, 0.0]], dtype=D)
+    rows = torch.tensor([7, 3, 7])  # rows 0 and 2 hold the same item: not negatives of each other
+    q = torch.tensor([0.5, 0.25, 0.5], dtype=D)
+    w = torch.tensor([1.0, 0.5, 2.0], dtype=D)
+    got = sampled_softmax_loss(user, item, rows, torch.log(q), w)
+    logits = (user @ item.T).numpy() - np.log(q.numpy())[None, :]
+    want, total = 0.0, 0.0
+    for i in range(3):
+        allowed = [j for j in range(3) if j == i or rows[j] != rows[i]]
+        nll = -(logits[i, i] - math.log(sum(math.exp(logits[i, j]) for j in allowed)))
+        want += w[i].item() * nll
+        total += w[i].item()
+    assert got.item() == pytest.approx(want / total, rel=1e-12)
+    # The correction matters: without it a popular item (large q) is penalised more as a negative.
+    plain = sampled_softmax_loss(user, item, rows, torch.zeros(3, dtype=D), w)
+    assert plain.item() != pytest.approx(got.item())
+    # No positive mass: zero loss, still differentiable.
+    zero = sampled_softmax_loss(user.requires_grad_(), item, rows, torch.log(q), torch.zeros(3, dtype=D))
+    zero.backward()
+    assert zero.item() == 0.0 and torch.isfinite(user.grad).all()
+
+
+def test_every_student_has_a_softmax_weight():
+    assert set(SOFTMAX_WEIGHTS) == set(STUDENT_LOSSES)
+    batch = {
+        "click": torch.tensor([1, 1, 0]),
+        "long_read": torch.tensor([1, 0, 0]),
+        "duration": torch.tensor([90.0, 10.0, 0.0]),
+        "soft_label": torch.tensor([0.3, 0.1, 0.02]),
+    }
+    from dmtl.config import DistillConfig
+
+    d = DistillConfig("p_ctcvr", "bce", 1.0, 0.5, "two_stage", 0.0, 0.5, 1.0)
+    w = {name: fn(batch, 30.0, d).tolist() for name, fn in SOFTMAX_WEIGHTS.items()}
+    assert w["ctr"] == [1.0, 1.0, 0.0] and w["ctcvr_hard"] == [1.0, 0.0, 0.0]
+    assert w["weighted_lr"] == pytest.approx([3.0, 1 / 3, 0.0])
+    assert w["duration_regression"] == pytest.approx([math.log1p(90), math.log1p(10), 0.0])
+    assert w["dmtl"] == pytest.approx([0.8, 0.1, 0.02])  # soft label + hard_weight * y_c * y_d
+
+
+def test_item_log_q_mixes_impressions_and_unexposed_pairs():
+    counts = np.array([6.0, 2.0, 0.0, 0.0])
+    unexposed = np.array([0.25, 0.25, 0.25, 0.25])
+    got = item_log_q(unexposed, counts, 1.0).exp().numpy()
+    np.testing.assert_allclose(got, [(0.75 + 0.25) / 2, (0.25 + 0.25) / 2, 0.125, 0.125], rtol=1e-6)
+    np.testing.assert_allclose(item_log_q(unexposed, counts, 0.0).exp().numpy()[:2], [0.75, 0.25], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_tensors():
+    from dmtl.data import ImpressionTensors
+    from dmtl.features import prepare
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
+
+    log, _ = simulate(make_config("tiny"), 2021)
+    return ImpressionTensors(prepare(log, 1, 2, "mean"))
+
+
+def test_unexposed_pairs_are_never_logged_and_follow_the_batch_users(tiny_tensors):
+    from dmtl.data import UnexposedSampler
+
+    data = tiny_tensors
+    sampler = UnexposedSampler(data, ratio=2.0, popularity_share=0.5, seed=0)
+    batch_users = data.user_idx[data.indices("train")[:512]]
+    users, items = sampler.draw(batch_users)
+    assert 0.95 * 1024 <= len(users) <= 1024  # a few logged draws are dropped after one redraw
+    assert set(users.tolist()) <= set(batch_users.tolist())
+    n_items = len(data.item_table)
+    logged = set((data.user_idx.numpy() * n_items + data.item_idx.numpy()).tolist())
+    test = data.indices("test")
+    test_pairs = set((data.user_idx[test].numpy() * n_items + data.item_idx[test].numpy()).tolist())
+    drawn = set((users.numpy() * n_items + items.numpy()).tolist())
+    assert not drawn & logged and not drawn & test_pairs
+    # Deterministic per seed; another seed draws other pairs.
+    again = UnexposedSampler(data, ratio=2.0, popularity_share=0.5, seed=0).draw(batch_users)
+    assert torch.equal(again[0], users) and torch.equal(again[1], items)
+    other = UnexposedSampler(data, ratio=2.0, popularity_share=0.5, seed=1).draw(batch_users)
+    assert not torch.equal(other[1][:50], items[:50])
+
+
+def test_popularity_share_sets_the_item_distribution(tiny_tensors):
+    from dmtl.data import UnexposedSampler
+
+    data = tiny_tensors
+    users = data.user_idx[data.indices("train")[:2000]]
+    popular = UnexposedSampler(data, ratio=5.0, popularity_share=1.0, seed=0)
+    uniform = UnexposedSampler(data, ratio=5.0, popularity_share=0.0, seed=0)
+    counts = data.item_counts("train")
+    top = np.argsort(-counts)[: len(counts) // 10]  # the most shown tenth of the corpus
+    share = {
+        name: np.isin(s.draw(users)[1].numpy(), top).mean()
+        for name, s in (("pop", popular), ("uni", uniform))
+    }
+    assert share["pop"] > 0.25 and share["uni"] == pytest.approx(0.1, abs=0.02)
+    np.testing.assert_allclose(uniform.item_probability(), 1 / len(counts))
