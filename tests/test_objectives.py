@@ -113,3 +113,38 @@ def test_popularity_share_sets_the_item_distribution(tiny_tensors):
     }
     assert share["pop"] > 0.25 and share["uni"] == pytest.approx(0.1, abs=0.02)
     np.testing.assert_allclose(uniform.item_probability(), 1 / len(counts))
+
+
+def test_validation_metric_is_recall_of_validation_long_reads_with_training_exposures_masked(tiny_tensors):
+    """The one selection metric: recall_long@K on the validation days, computed as evaluation computes it."""
+    from dmtl.metrics import recall_at_k
+    from dmtl.models.two_tower import TwoTower
+    from dmtl.retrieval import masked_exact_topk
+    from dmtl.selection import ValidationMetric
+
+    data = tiny_tensors
+    torch.manual_seed(0)
+    model = TwoTower(
+        [int(data.user_table[:, j].max()) + 1 for j in range(data.user_table.shape[1])],
+        [int(data.item_table[:, j].max()) + 1 for j in range(data.item_table.shape[1])],
+    )
+    select = ValidationMetric(data, "recall_long", k=20)
+    val = data.indices("val")
+    long = val[(data.click[val] * data.long_read[val]) > 0]
+    users = np.unique(data.user_idx[long].numpy())
+    assert np.array_equal(select.users, users)
+    with torch.no_grad():
+        u = model.user_embedding(data.user_table[torch.from_numpy(users)]).numpy()
+        v = model.item_embedding(data.item_table).numpy()
+    train = data.indices("train")
+    shown = {
+        (a, b) for a, b in zip(data.user_idx[train].tolist(), data.item_idx[train].tolist(), strict=True)
+    }
+    topk = masked_exact_topk(u, v, 20, select.history)
+    for r, user in enumerate(users[:50]):
+        assert not {(int(user), int(i)) for i in topk[r]} & shown  # training exposures never retrieved
+    rows = np.searchsorted(users, data.user_idx[long].numpy())
+    want = recall_at_k(topk, rows, data.item_idx[long].numpy(), [20])[20]
+    assert select.value(model) == pytest.approx(want)
+    auc = ValidationMetric(data, "auc_ctcvr").value(model)
+    assert 0.0 <= auc <= 1.0

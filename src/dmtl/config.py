@@ -70,7 +70,11 @@ class TrainConfig:
     seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds")
     batch_size: int = rule(number(1, None, True), "impressions per optimizer step")
     max_epochs: int = rule(number(1, None, True), "epoch cap")
-    patience: int = rule(number(0, None, True), "early stopping on validation loss")
+    patience: int = rule(number(0, None, True), "epochs without a better validation value before stopping")
+    select_on: V.SelectOn = rule(
+        choice(V.SELECT_ON),
+        "students: the one validation metric for early stopping and tuning (recall_long | auc_ctcvr | loss)",
+    )
     accelerator: V.Accelerator = rule(choice(V.ACCELERATORS), "lightning.Trainer accelerator")
     devices: int | str | tuple[int, ...] = rule(devices, "lightning.Trainer devices")
     strategy: V.Strategy = rule(choice(V.STRATEGIES), "lightning.Trainer strategy")

@@ -263,21 +263,17 @@ class CurveRecorder(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after the epoch's validation loop, so both losses of this epoch are known here.
         m = trainer.callback_metrics
-        train_loss = (
-            pl_module.epoch_train_loss()
-            if isinstance(pl_module, _StepCost)
-            else float(m.get("train_loss", "nan"))
-        )
         self.rows.append(
             {
                 "epoch": int(trainer.current_epoch),
-                "train_loss": train_loss,
+                "train_loss": pl_module.epoch_train_loss(),
                 "val_loss": float(m["val_loss"]) if "val_loss" in m else float("nan"),
+                "val_select": float(m["val_select"]) if "val_select" in m else float("nan"),
             }
         )
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["epoch", "train_loss", "val_loss"])
+        return pd.DataFrame(self.rows, columns=["epoch", "train_loss", "val_loss", "val_select"])
 
 
 def make_trainer(train: TrainConfig, callbacks: list[Callback], ckpt_dir: Path) -> L.Trainer:
@@ -306,11 +302,14 @@ def fit(
     seed: int,
     extra_callbacks: list[Callback] | None = None,
     eval_batch_size: int | None = None,
+    select: Callback | None = None,
 ) -> pd.DataFrame:
-    """Train ``module`` with early stopping on validation loss; load its best weights; return the curve.
+    """Train ``module`` with early stopping; load its best weights; return the curve.
 
-    Checkpoints live in a private temporary folder, so an interrupted run leaves nothing behind that a
-    later run could pick up by mistake: rerunning the stage restarts cleanly.
+    Early stopping and the kept checkpoint follow the validation loss, or, given a ``select`` callback
+    (:class:`dmtl.selection.ValidationMetric`), the validation metric it logs (``val_select``, higher is
+    better). Checkpoints live in a private temporary folder, so an interrupted run leaves nothing behind
+    that a later run could pick up by mistake: rerunning the stage restarts cleanly.
     """
     quiet_lightning()
     seed_everything(seed, train.threads)
@@ -318,13 +317,15 @@ def fit(
         data, train.batch_size, seed, eval_batch_size=eval_batch_size, steps_per_call=train.steps_per_call
     )
     curve = CurveRecorder()
+    monitor, mode = ("val_select", "max") if select is not None else ("val_loss", "min")
     ckpt_dir = Path(tempfile.mkdtemp(prefix="dmtl-ckpt-"))
     try:
         best = ModelCheckpoint(
-            dirpath=ckpt_dir, monitor="val_loss", mode="min", save_top_k=1, save_weights_only=True
+            dirpath=ckpt_dir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True
         )
-        stop = EarlyStopping(monitor="val_loss", mode="min", patience=train.patience)
-        trainer = make_trainer(train, [curve, best, stop, *(extra_callbacks or [])], ckpt_dir)
+        stop = EarlyStopping(monitor=monitor, mode=mode, patience=train.patience)
+        first = [select] if select is not None else []  # logs val_select before the others read it
+        trainer = make_trainer(train, [*first, curve, best, stop, *(extra_callbacks or [])], ckpt_dir)
         trainer.fit(module, datamodule=dm)
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

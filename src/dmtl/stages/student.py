@@ -19,6 +19,7 @@ from dmtl.io import write_csv, write_json
 from dmtl.losses import soft_target_from_teacher
 from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
 from dmtl.paths import Paths
+from dmtl.selection import ValidationMetric
 from dmtl.training import (
     StudentModule,
     TeacherModule,
@@ -119,7 +120,8 @@ def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, An
         seed_everything(seed, train.threads)
         module = build_module(study, name, prepared, tensors, Path(root), seed)
         t0 = time.perf_counter()
-        curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch)
+        select = ValidationMetric(tensors, train.select_on) if train.select_on != "loss" else None
+        curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch, select=select)
         seconds = time.perf_counter() - t0
         model = module.model
         out = paths.student(name, seed)
@@ -135,6 +137,8 @@ def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, An
                 "seed": seed,
                 "epochs": len(curve),
                 "best_val_loss": float(curve["val_loss"].min()),
+                "best_val_select": float(curve["val_select"].max()),
+                "stopped_early": len(curve) < train.max_epochs,
                 "seconds": seconds,
             }
         )

@@ -49,6 +49,7 @@ def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
                     "seed": seed,
                     "split": split,
                     "epochs": len(curve),
+                    "stopped_early": len(curve) < train.max_epochs,
                     "seconds": seconds,
                     **m,
                 }
