@@ -415,10 +415,13 @@ def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator
     imp_session, topic, item = imp_session[keep], topic[keep], item[keep]
     user, period = s_user[imp_session], s_period[imp_session]
     # The feed is ranked by the policy's own probability of each item for this user.
-    score = np.empty(len(user))
-    for p, policy in enumerate(policies):
-        m = period == p
-        score[m] = policy.log_prob(user[m], topic[m], item[m], world.popularity)
+    if len(policies) == 1:
+        score = policies[0].log_prob(user, topic, item, world.popularity)
+    else:
+        score = np.empty(len(user))
+        for p, policy in enumerate(policies):
+            m = period == p
+            score[m] = policy.log_prob(user[m], topic[m], item[m], world.popularity)
     order = np.lexsort((-score, imp_session))
     imp_session, user, item = imp_session[order], user[order], item[order]
     n = len(user)
