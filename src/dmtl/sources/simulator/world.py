@@ -398,6 +398,7 @@ def publisher_click_history(
 
 
 def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator) -> pd.DataFrame:
+    """Sessions, the feed the policy fills and ranks, clicks and durations: the log (module docstring)."""
     c, oracle = config, world.oracle
     theta = oracle.users[affinity_columns(c.n_topics)].to_numpy(np.float64)
     s_user, s_day, s_time = _draw_sessions(c, world.activity, rng)
