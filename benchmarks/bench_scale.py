@@ -98,7 +98,8 @@ def run_size(
     from dmtl import retrieval as R
     from dmtl.data import ImpressionTensors
     from dmtl.features import prepare
-    from dmtl.simulator import make_config, simulate
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
     from dmtl.training import (
         StudentModule,
         TeacherModule,

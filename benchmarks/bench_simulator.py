@@ -33,7 +33,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dmtl.io import write_json  # noqa: E402
-from dmtl.simulator import PRESETS, calibration, make_config, simulate  # noqa: E402
+from dmtl.sources.simulator.calibration import calibration  # noqa: E402
+from dmtl.sources.simulator.config import PRESETS, make_config  # noqa: E402
+from dmtl.sources.simulator.world import simulate  # noqa: E402
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:

@@ -87,7 +87,8 @@ from dmtl.features import Prepared, prepare  # noqa: E402
 from dmtl.io import write_json  # noqa: E402
 from dmtl.metrics import auc  # noqa: E402
 from dmtl.models.two_tower import TwoTower  # noqa: E402
-from dmtl.simulator import PRESETS, make_config, simulate  # noqa: E402
+from dmtl.sources.simulator.config import PRESETS, make_config  # noqa: E402
+from dmtl.sources.simulator.world import simulate  # noqa: E402
 from dmtl.training import (  # noqa: E402
     StudentModule,
     TeacherModule,

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmtl.features import MAX_POSITION_BUCKET, SPLITS, Prepared, choose_tau, prepare, split_days
+from dmtl.features import (
+    MAX_CONTEXT_BUCKET,
+    MAX_POSITION_BUCKET,
+    SPLITS,
+    Prepared,
+    choose_tau,
+    prepare,
+    split_days,
+)
 from dmtl.schema import DataError, FeedLog
 
 COLUMNS = ("user_id", "item_id", "day", "time", "position", "click", "duration")
@@ -252,3 +260,59 @@ def test_duplicate_impressions_raise_data_error() -> None:
     # The same user and item at another time is a new impression, not a duplicate.
     again = (*ROWS[2][:3], ROWS[2][3] + 1, *ROWS[2][4:])
     assert prepare(make_feed([*ROWS, again])).meta["n_impressions"]["train"] == 6
+
+
+# -- impression context columns (ctx_<name>, issue 15) -------------------------------------------------------
+
+
+def _feed_with_context(**columns: list) -> FeedLog:
+    feed = make_feed()
+    imp = feed.impressions.copy()
+    for name, values in columns.items():
+        imp[name] = values
+    return FeedLog(imp, feed.users, feed.items, source=feed.source)
+
+
+def test_context_columns_are_encoded_beside_position() -> None:
+    # Values by row of ROWS: -1 (unknown) -> 0; v -> v + 1; everything from MAX_CONTEXT_BUCKET - 1 on shares
+    # the last bucket. Rows are in time order already, so the encoded column keeps this order.
+    clicks = [0, 1, -1, 2, 8, 9, 40, 0, 3, 1]
+    flag = [1, 0, 1, 0, 1, 0, 1, 0, 1, 0]
+    prepared = prepare(_feed_with_context(ctx_publisher_clicks=clicks, ctx_flag=flag))
+    imp = prepared.impressions
+    assert prepared.meta["context_features"] == ["ctx_position", "ctx_publisher_clicks", "ctx_flag"]
+    assert prepared.context_cardinalities == [
+        MAX_POSITION_BUCKET + 1,
+        MAX_CONTEXT_BUCKET + 1,
+        MAX_CONTEXT_BUCKET + 1,
+    ]
+    assert imp["ctx_publisher_clicks"].tolist() == [1, 2, 0, 3, 9, 10, 10, 1, 4, 2]
+    assert imp["ctx_flag"].tolist() == [2, 1, 2, 1, 2, 1, 2, 1, 2, 1]
+    assert imp["ctx_publisher_clicks"].dtype == np.int64
+    # Without context columns nothing changes: position is the only context feature.
+    assert prepare(make_feed()).meta["context_features"] == ["ctx_position"]
+
+
+def test_context_columns_travel_with_their_rows() -> None:
+    rows = list(reversed(ROWS))
+    values = list(range(len(ROWS)))[::-1]  # row k of ROWS carries k
+    imp = pd.DataFrame(rows, columns=list(COLUMNS))
+    imp["ctx_k"] = values
+    feed = make_feed()
+    out = prepare(FeedLog(imp, feed.users, feed.items, source="x")).impressions
+    assert out["ctx_k"].tolist() == [k + 1 for k in range(len(ROWS))]
+
+
+@pytest.mark.parametrize(
+    ("values", "name", "in_message"),
+    [
+        ([0.5] + [0] * 9, "ctx_share", "whole numbers"),
+        ([None] + [0] * 9, "ctx_missing", "whole numbers"),
+        (["a"] * 10, "ctx_text", "whole numbers"),
+        ([0] * 10, "ctx_position", "reserved"),
+    ],
+)
+def test_bad_context_columns_raise_data_error(values: list, name: str, in_message: str) -> None:
+    with pytest.raises(DataError, match=in_message) as err:
+        prepare(_feed_with_context(**{name: values}))
+    assert err.value.column == name and "hand.csv" in str(err.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import pandas as pd
 import pytest
 from scipy import special
 
+from dmtl.features import prepare
 from dmtl.schema import IMPRESSION_COLUMNS, FeedLog, check_feed_log
 from dmtl.sources.simulator.calibration import CALIBRATION_TARGETS, calibration
 from dmtl.sources.simulator.config import PRESETS, SimConfig, make_config
 from dmtl.sources.simulator.oracle import Oracle, affinity_columns
-from dmtl.sources.simulator.world import simulate
+from dmtl.sources.simulator.world import publisher_click_history, simulate
 
 SEED = 2021
 
@@ -436,6 +438,222 @@ def test_unique_user_item_off_allows_repeats():
     assert log.impressions.duplicated(["user_id", "item_id"]).any()
 
 
+def test_knob_defaults_are_the_current_world():
+    """Every regime knob of issue 15 defaults to 'absent': no cold item, no fan effect, no context column."""
+    cfg = make_config("default")
+    assert (cfg.cold_item_share, cfg.fan_strength, cfg.log_publisher_clicks) == (0.0, 0.0, False)
+
+
+# -- regime knobs (docs/protocol.md section 5, issue 15) -----------------------------------------------------
+
+
+def _sim(**overrides) -> tuple[FeedLog, Oracle]:
+    return simulate(make_config("tiny", overrides), SEED)
+
+
+def test_density_knob_scales_impressions_per_user_and_item_in_the_same_world():
+    (sparse_log, sparse_oracle), (dense_log, dense_oracle) = (
+        _sim(sessions_per_user_day=0.25),
+        _sim(sessions_per_user_day=1.0),
+    )
+    pd.testing.assert_frame_equal(sparse_oracle.items, dense_oracle.items)  # the world does not move
+    pd.testing.assert_frame_equal(sparse_oracle.users, dense_oracle.users)
+    sparse, dense = calibration(sparse_log, sparse_oracle), calibration(dense_log, dense_oracle)
+    # Scheduled impressions per user = n_days * sessions_per_user_day * feed_length (activity has mean 1).
+    assert sparse["impressions_per_user"] == pytest.approx(7 * 0.25 * 8, rel=0.1)
+    assert dense["impressions_per_user"] == pytest.approx(7 * 1.0 * 8, rel=0.1)
+    for key in ("impressions_per_user", "impressions_per_item", "long_reads_per_item"):
+        assert 3.3 < dense[key] / sparse[key] < 4.5, key
+
+
+def test_corpus_size_moves_impressions_per_item_not_per_user():
+    small, large = _cal(n_items=400), _cal(n_items=1600)
+    # Per user about the same (a small corpus drops a few more repeated (user, item) slots).
+    assert small["impressions_per_user"] == pytest.approx(large["impressions_per_user"], rel=0.1)
+    assert 3.5 < small["impressions_per_item"] / large["impressions_per_item"] < 4.5
+
+
+def test_bounce_bias_lowers_the_long_read_share_with_the_same_clicks():
+    runs = {b: _sim(bounce_bias=b) for b in (-1.3, 0.5, 2.0)}
+    shown = runs[-1.3][0].impressions.drop(columns="duration")
+    for log, _ in runs.values():  # reading is drawn after the clicks: impressions and clicks are identical
+        pd.testing.assert_frame_equal(log.impressions.drop(columns="duration"), shown)
+    cal = [calibration(*run) for run in runs.values()]
+    bounce = [c["bounce_share"] for c in cal]
+    above_mean = [c["share_clicks_above_mean"] for c in cal]
+    above_50 = [c["share_clicks_above_50s"] for c in cal]
+    assert bounce[0] < bounce[1] < bounce[2]
+    assert above_mean[0] > above_mean[1] > above_mean[2]
+    assert above_50[0] > above_50[1] > above_50[2]
+    assert above_mean[2] < 0.25 < above_mean[0]  # documented range: ~0.35 at the default, ~0.16 at 2.0
+    assert cal[0]["ctr"] == cal[2]["ctr"]
+
+
+def test_cold_items_first_appear_on_their_release_day_and_are_out_of_vocabulary_in_test():
+    cfg = make_config("tiny", {"cold_item_share": 0.3})
+    log, oracle = simulate(cfg, SEED)
+    imp = log.impressions
+    release = oracle.release_day
+    cold = release > 0
+    assert abs(cold.mean() - 0.3) < 4 * math.sqrt(0.3 * 0.7 / cfg.n_items)
+    assert set(release[cold].tolist()) == {cfg.n_days - cfg.cold_item_days}
+    assert (imp["day"].to_numpy() >= release[oracle.item_index(imp["item_id"].to_numpy())]).all()
+    # With test_days = cold_item_days the cold items are the test period's new items: the out-of-vocabulary id.
+    prepared = prepare(log, val_days=1, test_days=cfg.cold_item_days)
+    test = prepared.impressions[prepared.split_mask("test")]
+    encoded = prepared.items["item_id"].to_numpy()[test["item_idx"].to_numpy()]
+    test_cold = release[oracle.item_index(test["item_id"].to_numpy())] > 0
+    assert 0.15 < test_cold.mean() < 0.5
+    assert (encoded[test_cold] == 0).all()
+    assert (encoded[~test_cold] > 0).mean() > 0.99
+
+
+def test_cold_item_share_moves_the_cold_share_of_test_impressions():
+    runs = {s: _sim(cold_item_share=s) for s in (0.0, 0.1, 0.3)}
+    figures = {s: calibration(*run)["cold_test_impression_share"] for s, run in runs.items()}
+    assert figures[0.0] == 0.0
+    assert figures[0.0] < figures[0.1] < figures[0.3]
+    for share in (0.1, 0.3):  # about the cold share of the corpus (a little more: cold items are fresh)
+        assert share - 0.05 < figures[share] < share + 0.12
+    # The cold items are nested as the share grows, and the world is otherwise the same.
+    cold = {s: oracle.release_day > 0 for s, (_, oracle) in runs.items()}
+    assert (cold[0.1] <= cold[0.3]).all()
+    latents = runs[0.0][1].items.drop(columns="release_day")
+    pd.testing.assert_frame_equal(runs[0.3][1].items.drop(columns="release_day"), latents)
+
+
+def test_fan_strength_moves_the_privileged_figures():
+    cal = {s: _cal(fan_strength=s) for s in (0.0, 1.0, 2.0)}
+    info = [c["fan_info_share"] for c in cal.values()]
+    click_share = [c["fan_click_share"] for c in cal.values()]
+    lift = [c["history_ctr_ratio"] for c in cal.values()]
+    assert info[0] == 0.0 and 0.0 < info[1] < info[2]
+    assert click_share[0] < click_share[1] < click_share[2]
+    assert lift[0] < lift[1] < lift[2]
+    # The policy does not know fans: the same impressions are shown whatever the strength.
+    assert len({c["fan_impression_share"] for c in cal.values()}) == 1
+    # tiny has 4 publishers per topic, so a fan publisher is a large share of its topic (default: ~5%).
+    assert 0.05 < cal[0.0]["fan_impression_share"] < 0.25
+
+
+def test_fans_are_sparse_and_do_not_move_with_strength():
+    (log0, oracle0), (log2, oracle2) = _sim(fan_strength=0.0), _sim(fan_strength=2.0)
+    pd.testing.assert_frame_equal(oracle0.fans, oracle2.fans)
+    cols = ["user_id", "item_id", "day", "time", "position"]
+    pd.testing.assert_frame_equal(log0.impressions[cols], log2.impressions[cols])
+    per_user = oracle2.fans.groupby("user_id").size()
+    assert per_user.max() <= 3 and per_user.mean() > 2.5  # fan_publishers = 3, drawn with replacement
+    assert not oracle2.fans.duplicated().any()
+    # Fans sit in the user's topics: their publishers' home topics have far more than average affinity.
+    theta = oracle2.users[affinity_columns(20)].to_numpy()
+    home = oracle2.fans["publisher"].to_numpy() % 20
+    assert theta[oracle2.fans["user_id"].to_numpy(), home].mean() > 3 / 20
+
+
+def test_oracle_with_fans_matches_logged_clicks_and_reads():
+    log, oracle = simulate(make_config("tiny", {"fan_strength": 2.0, "n_users": 4_000}), SEED)
+    imp = log.impressions
+    u, i = imp["user_id"].to_numpy(), imp["item_id"].to_numpy()
+    p = oracle.examination_prob(imp["position"].to_numpy()) * oracle.pair_click_prob(u, i)
+    click = imp["click"].to_numpy() == 1
+    fan = oracle.pair_fan_affinity(u, i)
+    assert fan.sum() > 2_000
+    for g in (fan, ~fan):
+        sd = math.sqrt((p[g] * (1 - p[g])).sum())
+        assert abs(click[g].sum() - p[g].sum()) < 4.5 * sd
+    dur = imp["duration"].to_numpy(np.float64)
+    for g in (fan & click, ~fan & click):
+        expected = oracle.pair_expected_duration(u[g], i[g]).mean()
+        assert abs(dur[g].mean() - expected) < 4.5 * dur[g].std() / math.sqrt(g.sum())
+        p_long = oracle.pair_long_read_prob(u[g], i[g], tau_seconds=50.0)
+        assert abs((dur[g] > 50).sum() - p_long.sum()) < 4.5 * math.sqrt((p_long * (1 - p_long)).sum())
+    # Fans click and read more than the same model without the fan term would say.
+    assert click[fan].mean() > 1.5 * click[~fan].mean()
+
+
+def test_oracle_fan_formulas_by_hand():
+    base = _hand_oracle()
+    cfg = dataclasses.replace(base.config, fan_strength=1.0)
+    items = base.items.assign(publisher=[0, 2])
+    oracle = Oracle(items, base.users, cfg, fans=pd.DataFrame({"user_id": [7], "publisher": [2]}))
+    users = np.array([7, 3])
+    # User 7 is a fan of publisher 2, which publishes item 11.
+    np.testing.assert_array_equal(oracle.fan_affinity(users), [[False, True], [False, False]])
+    np.testing.assert_array_equal(
+        oracle.pair_fan_affinity(np.array([7, 7, 3]), np.array([11, 10, 11])), [1, 0, 0]
+    )
+    sig = special.expit
+    expected_click = base.click_prob(users)
+    expected_click[0, 1] = sig(-2.0 + 0.5 * math.log(0.1) + 0.8 * 2.0 - 0.2 + 1.0)  # + fan_strength
+    np.testing.assert_allclose(oracle.click_prob(users), expected_click)
+    # Reading of (7, 11): bounce logit -1 + 2 (quality -2) - 0.5 (half the fan strength); read-fraction logit
+    # -2 + 0.5; the full read is 60 s at speed 1. Every other pair reads as without fans.
+    bounce_mean = 4.0 * math.exp(0.125)
+    p_bounce = sig(1.0 - 0.5)
+    expected_dur = base.expected_duration(users)
+    expected_dur[0, 1] = p_bounce * bounce_mean + (1 - p_bounce) * 60.0 * sig(-1.5)
+    np.testing.assert_allclose(oracle.expected_duration(users), expected_dur)
+    np.testing.assert_allclose(
+        oracle.pair_bounce_prob(np.array([7, 3]), np.array([11, 11])), [p_bounce, sig(1.0)]
+    )
+    # With fan_strength 0 the fans are there but change nothing.
+    off = Oracle(items, base.users, base.config, fans=oracle.fans)
+    np.testing.assert_array_equal(off.click_prob(users), base.click_prob(users))
+    assert off.fan_affinity(users)[0, 1]
+
+
+def test_publisher_click_history_by_hand():
+    # (user, publisher, time, click, expected earlier clicks), deliberately out of time order.
+    rows = [
+        (1, 5, 20, 0, 1),
+        (1, 5, 10, 1, 0),
+        (1, 5, 30, 0, 2),
+        (1, 5, 20, 1, 1),  # same time as the first row: neither sees the other's click
+        (1, 6, 25, 1, 0),  # another publisher
+        (2, 5, 15, 1, 0),  # another user
+        (1, 5, 5, 0, 0),  # the earliest
+        (1, 6, 40, 0, 1),
+    ]
+    user, pub, time, click, expected = (np.array(col) for col in zip(*rows, strict=True))
+    np.testing.assert_array_equal(publisher_click_history(user, pub, time, click), expected)
+
+
+def test_logged_publisher_clicks_are_the_causal_history():
+    log, oracle = _sim(fan_strength=2.0, log_publisher_clicks=True)
+    imp = log.impressions
+    assert list(imp.columns) == [*IMPRESSION_COLUMNS, "ctx_publisher_clicks"]
+    assert imp["ctx_publisher_clicks"].dtype == np.int64
+    check_feed_log(log)
+    # Everything else is the log without the column.
+    plain, _ = _sim(fan_strength=2.0)
+    pd.testing.assert_frame_equal(imp[list(IMPRESSION_COLUMNS)], plain.impressions)
+    # A plain loop over a few users' impressions in time order (no ties within a user here).
+    publisher = oracle.items["publisher"].to_numpy()[oracle.item_index(imp["item_id"].to_numpy())]
+    some = imp.assign(publisher=publisher)[imp["user_id"] < 100]
+    assert not some.duplicated(["user_id", "time"]).any()
+    for _, rows in some.sort_values("time").groupby("user_id"):
+        seen: dict[int, int] = {}
+        for pub, clicked, logged in rows[["publisher", "click", "ctx_publisher_clicks"]].itertuples(
+            index=False
+        ):
+            assert logged == seen.get(pub, 0)
+            seen[pub] = seen.get(pub, 0) + clicked
+    assert (imp["ctx_publisher_clicks"] > 0).mean() > 0.05
+
+
+def test_oracle_round_trip_keeps_fans_and_release_days(tmp_path):
+    log, oracle = _sim(fan_strength=2.0, cold_item_share=0.2)
+    oracle.write(tmp_path / "oracle")
+    back = Oracle.read(tmp_path / "oracle")
+    pd.testing.assert_frame_equal(back.fans, oracle.fans)
+    np.testing.assert_array_equal(back.release_day, oracle.release_day)
+    users = np.arange(40)
+    np.testing.assert_array_equal(back.click_prob(users), oracle.click_prob(users))
+    # An oracle written before fans existed reads as a world without them.
+    (tmp_path / "oracle" / "fans.parquet").unlink()
+    assert len(Oracle.read(tmp_path / "oracle").fans) == 0
+
+
 # -- configuration ------------------------------------------------------------------------------------------
 
 
@@ -472,6 +690,13 @@ def test_make_config_applies_and_converts_overrides():
         ("tiny", {"attractiveness_weight": "high"}, "attractiveness_weight must be a finite number"),
         ("tiny", {"unique_user_item": 1}, "unique_user_item must be true or false"),
         ("tiny", {"length_band_edges_s": [90, 60, 120]}, "length_band_edges_s must be 3 increasing"),
+        ("tiny", {"cold_item_share": 1.0}, "cold_item_share must be below 1"),
+        ("tiny", {"cold_item_share": -0.1}, r"cold_item_share must lie in \[0, 1\]"),
+        ("tiny", {"cold_item_share": 0.2, "cold_item_days": 7}, "cold_item_days must be below n_days=7"),
+        ("tiny", {"cold_item_days": 0}, "cold_item_days must be an integer >= 1"),
+        ("tiny", {"fan_strength": -1.0}, "fan_strength must be >= 0"),
+        ("tiny", {"fan_publishers": 0}, "fan_publishers must be an integer >= 1"),
+        ("tiny", {"log_publisher_clicks": "yes"}, "log_publisher_clicks must be true or false"),
     ],
 )
 def test_make_config_rejects_bad_input(preset, overrides, message):

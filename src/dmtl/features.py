@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 
 from dmtl.io import read_json, write_json, write_parquet
-from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions
+from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions, context_columns
 
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 MAX_POSITION_BUCKET = 10
+MAX_CONTEXT_BUCKET = 10
+"""Context columns ``ctx_<name>`` of the log are encoded like position: ``min(value, 9) + 1``, 0 = unknown."""
 
 
 @dataclass
@@ -30,8 +32,9 @@ class Prepared:
     """Model-ready data: encoded impressions, encoded user and item tables, and the metadata.
 
     ``impressions`` has one row per impression with ``user_idx`` / ``item_idx`` (rows of ``users`` /
-    ``items``), the labels ``click``, ``long_read``, ``duration``, the context feature ``ctx_position``
-    and ``split`` (0 train, 1 val, 2 test). ``users`` and ``items`` hold one encoded integer column per
+    ``items``), the labels ``click``, ``long_read``, ``duration``, the context features (``ctx_position``,
+    then the log's own ``ctx_<name>`` columns; names in ``meta["context_features"]``, vocabulary sizes in
+    ``meta["context_cardinalities"]``) and ``split`` (0 train, 1 val, 2 test). ``users`` and ``items`` hold one encoded integer column per
     feature, the id first; their row order is the corpus order used by retrieval.
     """
 
@@ -226,6 +229,10 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
     item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
     pos = imp["position"].to_numpy().astype(np.int64)
     ctx_position = np.where(pos < 0, 0, np.minimum(pos, MAX_POSITION_BUCKET - 1) + 1)
+    # The log's own context columns (dmtl.schema): small fixed vocabularies like position, so no value is
+    # learnt from the test period; negative = unknown -> 0.
+    context = {name: imp[name].to_numpy(np.int64) for name in context_columns(imp.columns)}
+    context = {n: np.where(v < 0, 0, np.minimum(v, MAX_CONTEXT_BUCKET - 1) + 1) for n, v in context.items()}
 
     encoded = pd.DataFrame(
         {
@@ -236,6 +243,7 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
             "user_idx": user_idx.astype(np.int64),
             "item_idx": item_idx.astype(np.int64),
             "ctx_position": ctx_position.astype(np.int64),
+            **context,
             "click": click,
             "duration": duration,
             "long_read": long_read,
@@ -260,10 +268,10 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
         "duration_cap_seconds": float(np.quantile(clicked_train, 0.99)) if clicked_train.size else 1.0,
         "user_features": user_names,
         "item_features": item_names,
-        "context_features": ["ctx_position"],
+        "context_features": ["ctx_position", *context],
         "user_cardinalities": user_cards,
         "item_cardinalities": item_cards,
-        "context_cardinalities": [MAX_POSITION_BUCKET + 1],
+        "context_cardinalities": [MAX_POSITION_BUCKET + 1] + [MAX_CONTEXT_BUCKET + 1] * len(context),
         "split_days": {name: sorted(np.unique(day[split == code]).tolist()) for name, code in SPLITS.items()},
         "n_impressions": {name: int((split == code).sum()) for name, code in SPLITS.items()},
         "n_users": len(users),

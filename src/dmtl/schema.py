@@ -13,12 +13,19 @@ impressions (one row per shown item):
     click    int8     1 if clicked, else 0
     duration float32  reading/playing time in seconds; 0 when not clicked
 
+Optional impression context columns ``ctx_<name>`` (int64 >= 0, e.g. a count such as the user's earlier clicks
+on the item's publisher; -1 = unknown) are passed through: they describe the impression, not the user or the
+item, so only models that take impression context (the teacher) can use them. ``ctx_position`` is reserved
+(the encoded ``position``). A context column must be known when the impression is served (computed from
+earlier events only).
+
 users: ``user_id`` plus categorical feature columns (any dtype; treated as categories).
 items: ``item_id`` plus categorical feature columns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +41,10 @@ IMPRESSION_COLUMNS: dict[str, str] = {
     "click": "int8",
     "duration": "float32",
 }
+
+CONTEXT_PREFIX = "ctx_"
+"""Impression columns named ``ctx_<name>`` are optional context features (module docstring)."""
+RESERVED_CONTEXT = ("ctx_position",)
 
 SCHEMA_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration", "position", "day")
 """Schema names a log's columns can be mapped to (``data.columns``, ``load_generic(columns=...)``)."""
@@ -131,7 +142,36 @@ def coerce_impressions(df: pd.DataFrame, file: str | Path | None = None) -> pd.D
                     f"store '{col}' as whole numbers that fit {dtype}",
                 )
         out[col] = array.astype(dtype, copy=False)
+    out.update(_coerce_context(df, file))
     return pd.DataFrame(out)
+
+
+def context_columns(columns: Iterable[str]) -> list[str]:
+    """The optional impression context columns (``ctx_<name>``) among ``columns``, in their order."""
+    return [c for c in columns if isinstance(c, str) and c.startswith(CONTEXT_PREFIX)]
+
+
+def _coerce_context(df: pd.DataFrame, file: str | Path | None) -> dict[str, np.ndarray]:
+    """The ``ctx_<name>`` columns of ``df`` as int64, or :class:`DataError` naming the column and the fix."""
+    out = {}
+    for col in context_columns(df.columns):
+        if col in RESERVED_CONTEXT:
+            raise DataError(
+                file, col, "this context name is reserved", f"rename '{col}' (e.g. ctx_my_{col[4:]})"
+            )
+        values = df[col]
+        array = values.to_numpy()
+        ok = pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+        as_float = array.astype(np.float64) if ok else None
+        if not ok or not np.isfinite(as_float).all() or (as_float != np.round(as_float)).any():
+            raise DataError(
+                file,
+                col,
+                f"context values must be whole numbers without missing values, found dtype {values.dtype}",
+                f"store '{col}' as integers >= 0 (a count or a code; -1 = unknown)",
+            )
+        out[col] = array.astype(np.int64)
+    return out
 
 
 def check_feed_log(log: FeedLog, file: str | Path | None = None) -> None:

@@ -23,18 +23,38 @@ Logging policy
     Each active user-day has a Poisson number of feed sessions of ``feed_length`` positions. Items are drawn
     from a mix of topic match and a log-normal popularity (not uniform), ranked by the policy's own score
     within the session (so position also carries some topic match, as in a ranked feed), and a (user, item)
-    pair is shown at most once. Every item is available every day.
+    pair is shown at most once. Every item is available every day, except cold items (below).
+Cold items (``cold_item_share``, default 0)
+    A random share of the corpus is released on day ``n_days - cold_item_days``: the policy draws only from
+    the items available that day, so cold items are never logged before (with ``cold_item_days =
+    data.test_days`` they are the test period's new items; their ids fall in the out-of-vocabulary bucket).
+Fans (``fan_strength``, default 0)
+    Each user is a fan of up to ``fan_publishers`` publishers (a topic drawn by her affinities, then one of
+    its home publishers): a sparse, high-rank user x publisher affinity the two towers cannot represent. On a
+    fan's publisher the click logit gains ``fan_strength`` and the reading logits ``fan_strength / 2`` (bounce
+    lower, read fraction higher). The policy ignores fans. With ``log_publisher_clicks`` the log carries the
+    impression context ``ctx_publisher_clicks``: the user's clicks on the item's publisher at earlier times,
+    which only impression-level models (the teacher) see.
 Click
     ``P(click) = exam(position) * sigmoid(logit)`` with examination ``1 / (1 + position) ** position_decay``
     and ``logit = click_bias + user_bias + match_click_weight * match + attractiveness_weight * attractiveness
-    + quality_click_weight * quality``, where ``match = log(n_topics * theta_u[topic] + match_floor)``.
+    + quality_click_weight * quality + fan_strength * fan``, where ``match = log(n_topics * theta_u[topic] +
+    match_floor)`` and ``fan`` is 1 on a fan's publisher, else 0.
 Reading duration (clicked impressions only; non-clicks have duration 0)
     With probability ``p_bounce = sigmoid(bounce_bias - quality_read_effect * quality - match_read_effect *
-    match)`` the user bounces after a log-normal few seconds; otherwise the duration is ``length_s /
-    reading_speed * f`` with read fraction ``f ~ Beta`` of mean ``sigmoid(read_fraction_bias +
-    quality_read_effect * quality + match_read_effect * match)``. Clickbait therefore mostly bounces.
+    match - fan_strength / 2 * fan)`` the user bounces after a log-normal few seconds; otherwise the duration
+    is ``length_s / reading_speed * f`` with read fraction ``f ~ Beta`` of mean ``sigmoid(read_fraction_bias +
+    quality_read_effect * quality + match_read_effect * match + fan_strength / 2 * fan)``. Clickbait therefore
+    mostly bounces.
+
+Regime knobs (docs/protocol.md section 5, issue 15): data density (``sessions_per_user_day``, ``n_items``),
+long-read rate (``bounce_bias``), cold items (``cold_item_share``) and teacher-privileged information
+(``fan_strength`` with ``log_publisher_clicks``); :func:`~.calibration.knob_figures` gives the figure each
+one moves. Their randomness (cold items, fans) comes from streams apart from the main one, so the default
+world is unchanged and moving one knob leaves the rest of the world in place.
 
 The ground truth is an :class:`Oracle`, written apart from the log and never given to models: it computes,
 for any users and the whole corpus, the click probability without position effect, the expected duration
-given a click and the long-read probability, in closed form from the same formulas the simulation samples.
+given a click and the long-read probability, in closed form from the same formulas the simulation samples
+(fans included), plus each item's release day and each user's fan publishers.
 """

@@ -20,11 +20,17 @@ class SimConfig:
 
     Attributes:
         n_users: Number of users.
-        n_items: Number of items in the corpus (all available on every day).
+        n_items: Number of items in the corpus (all available on every day unless ``cold_item_share`` > 0).
+            Data-density knob: impressions per item ~ ``n_users * impressions per user / n_items`` (figure
+            ``impressions_per_item``); changes the corpus retrieval searches, so prefer
+            ``sessions_per_user_day`` for a density sweep.
         n_days: Days of log; ``day`` runs 0..n_days-1 and the study splits train/validation/test by day.
         n_topics: Number of topics; the item's topic is its observed ``category``.
         n_publishers: Number of publishers (observed item feature); each has a home topic.
         sessions_per_user_day: Mean number of feed sessions per user and day (before activity scaling).
+            The data-density knob: impressions per user and per item scale with it (figures
+            ``impressions_per_user``, ``impressions_per_item``, ``long_reads_per_item``) while the world (users,
+            items, latents) stays the same.
         feed_length: Positions per feed session (``position`` 0..feed_length-1).
         position_gap_s: Seconds between consecutive positions of a session (sets ``time``).
         segment_topic_sd: SD of each observed user-feature value's topic-logit effect; larger = observed
@@ -64,7 +70,10 @@ class SimConfig:
         quality_click_weight: Weight of quality in the click logit (small: quality is hardly visible before
             the click).
         position_decay: Exponent ``eta`` of the examination probability ``1 / (1 + position) ** eta``.
-        bounce_bias: Intercept of the bounce logit (bounce = leave within seconds).
+        bounce_bias: Intercept of the bounce logit (bounce = leave within seconds). The long-read-rate knob:
+            raising it turns more clicks into bounces, so the share of clicks that are long reads falls (figures
+            ``bounce_share``, ``share_clicks_above_mean``, ``share_clicks_above_50s``); impressions and clicks
+            stay identical, the mean clicked duration (the paper's tau) falls with it.
         quality_read_effect: Effect of quality on reading: lowers the bounce logit and raises the read
             fraction logit (the lever that makes clickbait short reads).
         match_read_effect: Effect of topic match on reading, in the same two places.
@@ -72,6 +81,21 @@ class SimConfig:
         read_fraction_concentration: Concentration ``a + b`` of the Beta read fraction (larger = less spread).
         bounce_median_s: Median seconds of a bounce.
         bounce_sigma: SD of log bounce seconds.
+        cold_item_share: Share of items (drawn at random) first available on day ``n_days - cold_item_days``:
+            the logging policy never shows them before, so with ``cold_item_days = data.test_days`` they are
+            new items of the test period (out-of-vocabulary ids; models see them only through their features).
+            0 = every item available every day (figures ``cold_test_impression_share``,
+            ``cold_test_long_read_share``).
+        cold_item_days: The last days of the log in which cold items are available; match ``data.test_days``.
+        fan_strength: Strength of the latent user x publisher "fan" affinity: a user's fan publishers get
+            ``+fan_strength`` on the click logit and ``fan_strength / 2`` more read (lower bounce logit, higher
+            read-fraction logit). The towers cannot represent this sparse, high-rank cross term; the teacher can
+            see it through ``ctx_publisher_clicks`` (``log_publisher_clicks``). 0 = absent (figures
+            ``fan_impression_share``, ``fan_click_share``, ``fan_info_share``, ``history_ctr_ratio``).
+        fan_publishers: Fan publishers drawn per user (with replacement: a topic by the user's affinities, then
+            one of its home publishers), so fans are where the user reads but not predictable from topics alone.
+        log_publisher_clicks: Add the impression context column ``ctx_publisher_clicks``: the user's clicks on
+            the item's publisher at strictly earlier times (a causal, legitimately logged cross feature).
     """
 
     n_users: int = 12_000
@@ -116,9 +140,19 @@ class SimConfig:
     read_fraction_concentration: float = 4.0
     bounce_median_s: float = 4.0
     bounce_sigma: float = 0.5
+    cold_item_share: float = 0.0
+    cold_item_days: int = 2
+    fan_strength: float = 0.0
+    fan_publishers: int = 3
+    log_publisher_clicks: bool = False
 
     def __post_init__(self) -> None:
         _validate_config(self)
+
+    @property
+    def release_day(self) -> int:
+        """First day on which cold items are available (``n_days - cold_item_days``)."""
+        return self.n_days - self.cold_item_days
 
     @property
     def expected_impressions(self) -> float:
@@ -138,7 +172,7 @@ class SimConfig:
         return _replace_checked(cls(), values)
 
 
-_PROBABILITY_FIELDS = ("clickbait_share", "title_style_signal", "policy_explore")
+_PROBABILITY_FIELDS = ("clickbait_share", "title_style_signal", "policy_explore", "cold_item_share")
 _POSITIVE_FIELDS = (
     "sessions_per_user_day",
     "user_topic_concentration",
@@ -160,6 +194,7 @@ _NON_NEGATIVE_FIELDS = (
     "position_decay",
     "bounce_sigma",
     "policy_match_weight",
+    "fan_strength",
 )
 
 
@@ -198,6 +233,16 @@ def _validate_config(cfg: SimConfig) -> None:
         )
     if cfg.feed_length * cfg.position_gap_s >= SECONDS_PER_DAY:
         raise ValueError("SimConfig.feed_length * position_gap_s must be shorter than a day")
+    if not cfg.cold_item_share < 1.0:
+        raise ValueError(
+            f"SimConfig.cold_item_share must be below 1 (some items must exist before the cold days), "
+            f"got {cfg.cold_item_share!r}"
+        )
+    if cfg.cold_item_share > 0 and not cfg.cold_item_days < cfg.n_days:
+        raise ValueError(
+            f"SimConfig.cold_item_days must be below n_days={cfg.n_days} (cold items need earlier days "
+            f"without them), got {cfg.cold_item_days!r}"
+        )
 
 
 def _replace_checked(base: SimConfig, overrides: Mapping[str, Any]) -> SimConfig:

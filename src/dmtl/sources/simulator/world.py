@@ -42,6 +42,16 @@ _LENGTH_CLIP_S = (10.0, 1800.0)
 _REDRAWS = 3  # attempts to replace an item the user was already shown before dropping the slot
 
 
+# Independent random streams for the knobs added after the main stream's order was fixed (issue 15): drawing
+# them apart keeps the default world byte-identical and keeps everything else fixed when only such a knob
+# moves (cold items are nested as cold_item_share grows; the fans do not move with fan_strength).
+_STREAM_COLD, _STREAM_FANS = 1, 2
+
+
+def _substream(seed: int, stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64([seed, stream]))
+
+
 @dataclass
 class _World:
     users: pd.DataFrame  # observed
@@ -49,6 +59,7 @@ class _World:
     oracle: Oracle
     activity: np.ndarray  # sessions-per-day multiplier per user
     popularity: np.ndarray  # policy popularity per item
+    release_day: np.ndarray  # first day each item is available
 
 
 def _draw_categorical(rng: np.random.Generator, probs: np.ndarray, size: int) -> np.ndarray:
@@ -97,13 +108,17 @@ def _draw_users(
     return pd.DataFrame(observed), pd.DataFrame(latent)
 
 
+def _home_publishers(n_publishers: int, n_topics: int) -> np.ndarray:
+    """Publishers per home topic: publisher p's home topic is p % n_topics, so topic t's are t, t + k, ..."""
+    return np.maximum((n_publishers - np.arange(n_topics) + n_topics - 1) // n_topics, 0)
+
+
 def _draw_items(
     config: SimConfig, rng: np.random.Generator, topic_share: np.ndarray
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     c, n, k = config, config.n_items, config.n_topics
     topic = _draw_categorical(rng, topic_share, n)
-    # Publishers: publisher p's home topic is p % n_topics, so those of topic t are t, t + k, t + 2k, ...
-    n_home = np.maximum((c.n_publishers - np.arange(k) + k - 1) // k, 0)
+    n_home = _home_publishers(c.n_publishers, k)
     loyal = (rng.random(n) < _PUBLISHER_TOPIC_LOYALTY) & (n_home[topic] > 0)
     home_pick = topic + k * np.floor(rng.random(n) * n_home[topic]).astype(np.int64)
     publisher = np.where(loyal, home_pick, rng.integers(0, c.n_publishers, n))
@@ -163,18 +178,48 @@ def _draw_items(
     return observed, latent
 
 
+def _draw_release_day(config: SimConfig, seed: int) -> np.ndarray:
+    """Day each item becomes available: ``config.release_day`` for a random ``cold_item_share``, else 0."""
+    u = _substream(seed, _STREAM_COLD).random(config.n_items)
+    return np.where(u < config.cold_item_share, config.release_day, 0).astype(np.int64)
+
+
+def _draw_fans(config: SimConfig, seed: int, theta: np.ndarray) -> pd.DataFrame:
+    """Each user's fan publishers: a topic drawn by the user's affinities, then one of its home publishers.
+
+    Fans sit where the user reads (so they are seen), but which publishers of a topic is random per user: a
+    sparse, high-rank user x publisher matrix that user and item embeddings cannot represent in low rank.
+    """
+    c, rng = config, _substream(seed, _STREAM_FANS)
+    rows = np.repeat(np.arange(c.n_users), c.fan_publishers)
+    cdf = np.cumsum(theta, axis=1)
+    cdf /= cdf[:, -1:]
+    cdf[:, -1] = 1.0
+    topic = _flat_cdf_sample(cdf, rows, rng.random(len(rows)))
+    n_home = _home_publishers(c.n_publishers, c.n_topics)[topic]
+    home = topic + c.n_topics * np.floor(rng.random(len(rows)) * n_home).astype(np.int64)
+    publisher = np.where(n_home > 0, home, rng.integers(0, c.n_publishers, len(rows)))
+    pairs = np.unique(rows * c.n_publishers + publisher)
+    return pd.DataFrame({"user_id": pairs // c.n_publishers, "publisher": pairs % c.n_publishers})
+
+
 def _draw_world(config: SimConfig, seed: int, rng: np.random.Generator) -> _World:
-    """Users and items, observed and latent; ``seed`` is only recorded in the oracle."""
+    """Users and items, observed and latent; ``seed`` is recorded in the oracle and seeds the knob streams."""
     topic_share = rng.dirichlet(np.full(config.n_topics, config.topic_supply_concentration))
     users_obs, users_latent = _draw_users(config, rng, topic_share)
     items_obs, items_latent = _draw_items(config, rng, topic_share)
-    oracle = Oracle(items_latent, users_latent, config, seed)
+    release_day = _draw_release_day(config, seed)
+    items_latent["release_day"] = release_day
+    theta = users_latent[affinity_columns(config.n_topics)].to_numpy(np.float64)
+    fans = _draw_fans(config, seed, theta)  # user rows are user ids (0..n_users-1)
+    oracle = Oracle(items_latent, users_latent, config, seed, fans=fans)
     return _World(
         users=users_obs,
         items=items_obs,
         oracle=oracle,
         activity=users_latent["activity"].to_numpy(),
         popularity=items_latent["popularity"].to_numpy(),
+        release_day=release_day,
     )
 
 
@@ -190,25 +235,46 @@ def _flat_cdf_sample(cdf: np.ndarray, rows: np.ndarray, u: np.ndarray) -> np.nda
     return np.clip(col, 0, n_cols - 1)
 
 
-def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator) -> pd.DataFrame:
-    c, oracle = config, world.oracle
-    k, n_users = c.n_topics, c.n_users
-    topic = oracle._topic
-    theta = oracle.users[affinity_columns(k)].to_numpy(np.float64)
+@dataclass
+class _Policy:
+    """The logging policy over the items available in one period: ``P(topic | user) * P(item | topic)``.
 
-    # Sessions: Poisson per user-day, start uniform within the day; ordered by time.
-    counts = rng.poisson(c.sessions_per_user_day * world.activity[:, None], size=(n_users, c.n_days)).ravel()
-    user_day = np.repeat(np.arange(n_users * c.n_days), counts)
-    s_user, s_day = user_day // c.n_days, user_day % c.n_days
-    s_start = rng.integers(0, SECONDS_PER_DAY - c.feed_length * c.position_gap_s, len(user_day))
-    s_time = s_day.astype(np.int64) * SECONDS_PER_DAY + s_start
-    order = np.lexsort((s_user, s_time))
-    s_user, s_day, s_time = s_user[order], s_day[order], s_time[order]
-    n_sessions = len(s_user)
+    It factorises, so both draws are vectorised inverse-CDF lookups (issue: popularity and topic match,
+    not uniform).
+    """
 
-    # Logging policy (issue: popularity and topic match, not uniform). It factorises into
-    # P(topic | user) * P(item | topic), so both draws are vectorised inverse-CDF lookups.
-    topic_mass = np.bincount(topic, weights=world.popularity, minlength=k)
+    p_topic: np.ndarray  # (n_users, n_topics)
+    topic_cdf: np.ndarray  # (n_users, n_topics)
+    topic_mass: np.ndarray  # popularity mass of the available items per topic
+    by_topic: np.ndarray  # available item indices, sorted by topic
+    item_flat: np.ndarray  # topic + within-topic popularity CDF, aligned with by_topic
+    topic_end: np.ndarray  # end of each topic's run in by_topic
+
+    def draw(self, users: np.ndarray, u_topic: np.ndarray, u_item: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Topic and item for each slot of ``users`` from the uniforms ``u_topic``, ``u_item``."""
+        t = _flat_cdf_sample(self.topic_cdf, users, u_topic)
+        j = np.searchsorted(self.item_flat, t + u_item, side="right")
+        return t, self.by_topic[np.minimum(j, self.topic_end[t] - 1)]
+
+    def log_prob(
+        self, users: np.ndarray, topic: np.ndarray, item: np.ndarray, popularity: np.ndarray
+    ) -> np.ndarray:
+        """Log of the policy's probability of each shown item: the feed's ranking score."""
+        return np.log(self.p_topic[users, topic]) + np.log(popularity[item] / self.topic_mass[topic])
+
+
+def _policy(
+    config: SimConfig,
+    theta: np.ndarray,
+    topic: np.ndarray,
+    popularity: np.ndarray,
+    available: np.ndarray | None = None,
+) -> _Policy:
+    """The :class:`_Policy` over the items where ``available`` is true (None = every item)."""
+    c, k = config, config.n_topics
+    items = np.arange(len(topic)) if available is None else np.flatnonzero(available)
+    t_av, pop_av = topic[items], popularity[items]
+    topic_mass = np.bincount(t_av, weights=pop_av, minlength=k)
     relative = (k * theta + c.match_floor) ** c.policy_match_weight * topic_mass
     p_topic = (1.0 - c.policy_explore) * relative / relative.sum(axis=1, keepdims=True)
     p_topic += c.policy_explore * topic_mass / topic_mass.sum()
@@ -216,59 +282,85 @@ def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator
     topic_cdf /= topic_cdf[:, -1:]
     topic_cdf[:, -1] = 1.0
 
-    by_topic = np.argsort(topic, kind="stable")
-    sorted_topic = topic[by_topic]
-    within = np.cumsum(world.popularity[by_topic])
-    topic_end = np.cumsum(np.bincount(topic, minlength=k))
-    before = np.concatenate(([0.0], within[topic_end[:-1] - 1]))  # popularity mass of earlier topics
+    order = np.argsort(t_av, kind="stable")
+    sorted_topic = t_av[order]
+    within = np.cumsum(pop_av[order])
+    counts = np.bincount(t_av, minlength=k)
+    topic_end = np.cumsum(counts)
+    before = np.concatenate(([0.0], within))[topic_end - counts]  # popularity mass of earlier topics
     within = (within - before[sorted_topic]) / topic_mass[sorted_topic]
-    within[topic_end[topic_end > 0] - 1] = 1.0
-    item_flat = sorted_topic + within
+    within[topic_end[counts > 0] - 1] = 1.0
+    return _Policy(p_topic, topic_cdf, topic_mass, items[order], sorted_topic + within, topic_end)
 
-    imp_session = np.repeat(np.arange(n_sessions), c.feed_length)
-    imp_user = s_user[imp_session]
 
-    def draw_items(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = _flat_cdf_sample(topic_cdf, rows, rng.random(len(rows)))
-        j = np.searchsorted(item_flat, t + rng.random(len(rows)), side="right")
-        return t, by_topic[np.minimum(j, topic_end[t] - 1)]
+def _draw_sessions(
+    config: SimConfig, activity: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, ...]:
+    """Sessions ``(user, day, start time)``: Poisson per user-day, start uniform in the day, in time order."""
+    c = config
+    counts = rng.poisson(c.sessions_per_user_day * activity[:, None], size=(c.n_users, c.n_days)).ravel()
+    user_day = np.repeat(np.arange(c.n_users * c.n_days), counts)
+    s_user, s_day = user_day // c.n_days, user_day % c.n_days
+    s_start = rng.integers(0, SECONDS_PER_DAY - c.feed_length * c.position_gap_s, len(user_day))
+    s_time = s_day.astype(np.int64) * SECONDS_PER_DAY + s_start
+    order = np.lexsort((s_user, s_time))
+    return s_user[order], s_day[order], s_time[order]
 
-    imp_topic, imp_item = draw_items(imp_user)
-    keep = np.ones(len(imp_user), dtype=bool)
-    if c.unique_user_item:
-        # A feed does not show an item twice to one user: a slot whose (user, item) pair appeared earlier
-        # (rows are in time order) is redrawn a few times, then dropped if still a repeat.
+
+def _draw_slots(
+    policies: list[_Policy], period: np.ndarray, users: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Topic and item of each slot, from the policy of the slot's period (same uniforms whatever the period)."""
+    u_topic, u_item = rng.random(len(users)), rng.random(len(users))
+    if len(policies) == 1:
+        return policies[0].draw(users, u_topic, u_item)
+    topic, item = np.empty(len(users), np.int64), np.empty(len(users), np.int64)
+    for p, policy in enumerate(policies):
+        m = period == p
+        topic[m], item[m] = policy.draw(users[m], u_topic[m], u_item[m])
+    return topic, item
+
+
+def _fill_feed(
+    config: SimConfig,
+    policies: list[_Policy],
+    period: np.ndarray,
+    users: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Topic and item per slot, and which slots are kept.
+
+    A feed does not show an item twice to one user (``unique_user_item``): a slot whose (user, item) pair
+    appeared earlier (rows are in time order) is redrawn a few times, then dropped if still a repeat.
+    """
+    topic, item = _draw_slots(policies, period, users, rng)
+    keep = np.ones(len(users), dtype=bool)
+    if config.unique_user_item:
         for attempt in range(_REDRAWS + 1):
-            _, first = np.unique(imp_user.astype(np.int64) * c.n_items + imp_item, return_index=True)
+            _, first = np.unique(users.astype(np.int64) * config.n_items + item, return_index=True)
             keep[:] = False
             keep[first] = True
             repeat = np.flatnonzero(~keep)
             if attempt == _REDRAWS or len(repeat) == 0:
                 break
-            imp_topic[repeat], imp_item[repeat] = draw_items(imp_user[repeat])
-    imp_session, imp_user, imp_topic, imp_item = (
-        imp_session[keep],
-        imp_user[keep],
-        imp_topic[keep],
-        imp_item[keep],
-    )
-    # The feed is ranked by the policy's own probability of each item for this user.
-    score = np.log(p_topic[imp_user, imp_topic]) + np.log(world.popularity[imp_item] / topic_mass[imp_topic])
-    order = np.lexsort((-score, imp_session))
-    imp_session, imp_user, imp_item = imp_session[order], imp_user[order], imp_item[order]
-    n = len(imp_user)
-    new_session = np.ones(n, dtype=bool)
-    new_session[1:] = imp_session[1:] != imp_session[:-1]
-    session_first = np.maximum.accumulate(np.where(new_session, np.arange(n), 0))
-    position = np.arange(n) - session_first
-    time = s_time[imp_session] + position * c.position_gap_s
+            topic[repeat], item[repeat] = _draw_slots(policies, period[repeat], users[repeat], rng)
+    return topic, item, keep
 
-    # Clicks (module docstring, "Click").
-    p_click = oracle.examination_prob(position) * oracle._click(imp_user, imp_item)
+
+def _draw_outcomes(
+    config: SimConfig,
+    oracle: Oracle,
+    user: np.ndarray,
+    item: np.ndarray,
+    position: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Click and duration per impression (module docstring, "Click" and "Reading duration")."""
+    c, n = config, len(user)
+    p_click = oracle.examination_prob(position) * oracle._click(user, item)
     click = rng.random(n) < p_click
-
-    # Durations for clicked impressions only (module docstring, "Reading duration").
-    cu, ci = imp_user[click], imp_item[click]
+    # Durations for clicked impressions only.
+    cu, ci = user[click], item[click]
     p_bounce, frac_mean, full_s = oracle._reading(cu, ci)
     bounce = rng.random(len(cu)) < p_bounce
     bounce_s = c.bounce_median_s * np.exp(c.bounce_sigma * rng.standard_normal(len(cu)))
@@ -276,21 +368,86 @@ def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator
     fraction = rng.beta(kappa * frac_mean, kappa * (1.0 - frac_mean))
     duration = np.zeros(n, dtype=np.float32)
     duration[click] = np.where(bounce, bounce_s, full_s * fraction)
+    return click, duration
+
+
+def publisher_click_history(
+    user: np.ndarray, publisher: np.ndarray, time: np.ndarray, click: np.ndarray
+) -> np.ndarray:
+    """Per impression, the user's clicks on the same publisher at strictly earlier times (causal; vectorised).
+
+    Impressions of one (user, publisher) at the same time do not see each other's clicks.
+    """
+    publisher = np.asarray(publisher, np.int64)
+    key = np.asarray(user, np.int64) * (int(publisher.max(initial=0)) + 1) + publisher
+    time = np.asarray(time, np.int64)
+    order = np.lexsort((time, key))
+    k, t = key[order], time[order]
+    c = np.asarray(click, np.int64)[order]
+    before = np.cumsum(c) - c  # clicks on earlier rows of the sorted log
+    idx = np.arange(len(k))
+    new_key = np.ones(len(k), bool)
+    new_key[1:] = k[1:] != k[:-1]
+    new_time = new_key.copy()
+    new_time[1:] |= t[1:] != t[:-1]
+    key_first = np.maximum.accumulate(np.where(new_key, idx, 0))
+    time_first = np.maximum.accumulate(np.where(new_time, idx, 0))
+    out = np.empty(len(k), np.int64)
+    out[order] = before[time_first] - before[key_first]
+    return out
+
+
+def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator) -> pd.DataFrame:
+    """Sessions, the feed the policy fills and ranks, clicks and durations: the log (module docstring)."""
+    c, oracle = config, world.oracle
+    theta = oracle.users[affinity_columns(c.n_topics)].to_numpy(np.float64)
+    s_user, s_day, s_time = _draw_sessions(c, world.activity, rng)
+    if c.cold_item_share > 0:  # period 0 before the cold items' release day, period 1 from it
+        warm = world.release_day < c.release_day
+        policies = [_policy(c, theta, oracle._topic, world.popularity, warm)]
+        policies.append(_policy(c, theta, oracle._topic, world.popularity))
+        s_period = (s_day >= c.release_day).astype(np.int64)
+    else:
+        policies = [_policy(c, theta, oracle._topic, world.popularity)]
+        s_period = np.zeros(len(s_user), np.int64)
+
+    imp_session = np.repeat(np.arange(len(s_user)), c.feed_length)
+    topic, item, keep = _fill_feed(c, policies, s_period[imp_session], s_user[imp_session], rng)
+    imp_session, topic, item = imp_session[keep], topic[keep], item[keep]
+    user, period = s_user[imp_session], s_period[imp_session]
+    # The feed is ranked by the policy's own probability of each item for this user.
+    if len(policies) == 1:
+        score = policies[0].log_prob(user, topic, item, world.popularity)
+    else:
+        score = np.empty(len(user))
+        for p, policy in enumerate(policies):
+            m = period == p
+            score[m] = policy.log_prob(user[m], topic[m], item[m], world.popularity)
+    order = np.lexsort((-score, imp_session))
+    imp_session, user, item = imp_session[order], user[order], item[order]
+    n = len(user)
+    new_session = np.ones(n, dtype=bool)
+    new_session[1:] = imp_session[1:] != imp_session[:-1]
+    position = np.arange(n) - np.maximum.accumulate(np.where(new_session, np.arange(n), 0))
+    time = s_time[imp_session] + position * c.position_gap_s
+    click, duration = _draw_outcomes(c, oracle, user, item, position, rng)
 
     final = np.argsort(time, kind="stable")
-    return coerce_impressions(
-        pd.DataFrame(
-            {
-                "user_id": oracle._user_ids[imp_user[final]],
-                "item_id": oracle._item_ids[imp_item[final]],
-                "day": s_day[imp_session[final]],
-                "time": time[final],
-                "position": position[final],
-                "click": click[final],
-                "duration": duration[final],
-            }
+    columns = {
+        "user_id": oracle._user_ids[user[final]],
+        "item_id": oracle._item_ids[item[final]],
+        "day": s_day[imp_session[final]],
+        "time": time[final],
+        "position": position[final],
+        "click": click[final],
+        "duration": duration[final],
+    }
+    if c.log_publisher_clicks:
+        publisher = oracle.items["publisher"].to_numpy(np.int64)[item[final]]
+        columns["ctx_publisher_clicks"] = publisher_click_history(
+            columns["user_id"], publisher, columns["time"], columns["click"]
         )
-    )
+    return coerce_impressions(pd.DataFrame(columns))
 
 
 def simulate(config: SimConfig, seed: int) -> tuple[FeedLog, Oracle]:
