@@ -38,9 +38,15 @@ def validate(tree: Mapping[str, Any] | Study, sweeps: bool = True) -> Study:
         from dmtl.sources.simulator.config import make_config
 
         try:
-            make_config(data.preset, data.sim)
+            world = make_config(data.preset, data.sim)
         except ValueError as e:
             raise ParamsError(f"data.sim: {e}") from e
+        if world.cold_item_share > 0 and world.cold_item_days != data.test_days:
+            # Cold items are the test period's new items only when they appear on exactly its days.
+            raise ParamsError(
+                f"data.sim.cold_item_days = {world.cold_item_days} must equal data.test_days = {data.test_days} "
+                "when data.sim.cold_item_share > 0"
+            )
     if sweeps:
         base = study.to_dict()
         for name, spec in study.sweeps.grid.items():
