@@ -44,3 +44,11 @@ def tiny_run(tiny_params, tmp_path_factory) -> Path:
         run_student(tiny_params, name, root)
     run_evaluate(tiny_params, root)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _failure_logs_out_of_the_repository(tmp_path_factory) -> None:
+    """Command-line failure logs (dmtl.cli) go to a temporary folder, not to logs/ of the checkout."""
+    import os
+
+    os.environ["DMTL_LOG_DIR"] = str(tmp_path_factory.mktemp("failure_logs"))

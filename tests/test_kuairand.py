@@ -136,6 +136,7 @@ def test_official_columns_map_to_the_schema(pure_dir: Path) -> None:
         "same_second_duplicate_rows_dropped": 0,
         "nonclick_durations_zeroed": 1,
         "clicks_with_zero_duration": 1,
+        "durations_capped": 0,
         "user_ids_missing_from_features": 0,
         "item_ids_missing_from_features": 0,
     }
@@ -259,8 +260,12 @@ def test_unpacked_archive_data_subfolder_and_empty_folder(tmp_path: Path, pure_d
     empty.mkdir()
     with pytest.raises(DataError, match="no official KuaiRand file names"):
         load_kuairand(empty)
-    with pytest.raises(DataError, match="directory not found"):
+    with pytest.raises(DataError, match="folder not found. Fix: set data.path to the folder"):
         load_kuairand(tmp_path / "nowhere")
+    # The path of a file (the log itself) instead of its folder: the message names the folder to use.
+    log_file = next(f.path for f in scan_kuairand(pure_dir) if f.kind == "standard")
+    with pytest.raises(DataError, match=f"is a file, not a folder. Fix: .*folder .*{pure_dir}"):
+        load_kuairand(log_file)
 
 
 def test_wrong_files_are_named(pure_dir: Path) -> None:

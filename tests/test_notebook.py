@@ -83,7 +83,8 @@ def test_parameters_are_injected_and_outputs_written(tmp_path: Path) -> None:
 def test_missing_notebook_is_one_line(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "absent.ipynb"), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.strip() == f"ERROR {tmp_path / 'absent.ipynb'}: no such notebook"
+    assert err.strip().startswith(f"ERROR {tmp_path / 'absent.ipynb'}: no such notebook [full traceback: ")
+    assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
 
 

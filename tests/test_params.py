@@ -96,6 +96,26 @@ def test_every_key_is_documented() -> None:
         # the generic loader's column mapping, checked before any data is read
         ({"data.columns": {"clicks": "clicked"}}, r"unknown schema column\(s\) \['clicks'\]; valid keys"),
         ({"data.columns": {"click": 3}}, "data.columns.click = 3 must be a non-empty string"),
+        ({"data.columns": {"time": "ts", "day": "ts"}}, r"maps several schema names to one column"),
+        # the real-data loaders' reading and plausibility rules
+        (
+            {"data.encoding": "klingon"},
+            r"data.encoding = 'klingon' is not an encoding Python knows; use e.g.",
+        ),
+        ({"data.encoding": ""}, "must be a non-empty string"),
+        ({"data.max_median_duration_s": 0}, r"must lie in \[1.0, None\]"),
+        ({"data.max_duration_s": -1.0}, r"must lie in \[1.0, None\]"),
+        ({"data.first_year": 1969}, r"data.first_year = 1969 must lie in \[1970, 9998\]"),
+        ({"data.last_year": 2100.5}, "must be an integer"),
+        ({"data.max_span_days": 0}, r"must lie in \[1, None\]"),
+        # a repeated K is one column reported twice
+        ({"eval.ks": [50, 50]}, r"eval.ks = \[50, 50\] repeats an entry"),
+        # a sweep name becomes a folder and a shell argument in dvc.yaml
+        (
+            {"sweeps.grid": {"../x": {"param": "data.tau", "values": [1]}}},
+            r"sweep name '../x' must be letters",
+        ),
+        ({"sweeps.grid": {"a;rm": {"param": "data.tau", "values": [1]}}}, "must be letters, digits"),
     ],
 )
 def test_bad_params_stop_with_the_options(base: dict[str, Any], overrides: dict, message: str) -> None:
@@ -233,3 +253,55 @@ def test_bad_params_file(tmp_path: Path) -> None:
     typo.write_text((REPO / "params.yaml").read_text().replace("  max_epochs:", "  max_epoch:"))
     with pytest.raises(P.ParamsError, match=r"typo.yaml: unknown key\(s\) \['train.max_epoch'\]"):
         P.load(typo)
+
+
+def test_load_options_defaults_are_the_params_yaml_values(base: dict[str, Any]) -> None:
+    from dmtl.schema import LoadOptions
+
+    assert LoadOptions.from_params(base["data"]) == LoadOptions()
+
+
+def _line_of(text: str, start: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(start))
+
+
+def test_yaml_errors_name_the_file_line_and_fix(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+
+    def message(old: str, new: str) -> str:
+        path.write_text(text.replace(old, new, 1))
+        with pytest.raises(P.ParamsError) as err:
+            P.load(path)
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    tau = _line_of(text, "  tau: mean")
+    assert message("  tau: mean", "  tau: mean\n  tau: 25") == (
+        f'{path}, line {tau + 1}, column 3: not valid YAML: found duplicate key "tau" with value "25" '
+        f"(original value: \"mean\"). Fix: keep one 'tau:' in that mapping (it is first set on line {tau}); "
+        "YAML allows each key once"
+    )
+    epochs = _line_of(text, "  max_epochs:")
+    assert message("  max_epochs:", "\tmax_epochs:") == (
+        f"{path}, line {epochs}, column 1: not valid YAML: a tab character where YAML expects indentation or "
+        "a value. Fix: indent with spaces only: replace the tab on that line with spaces"
+    )
+    ks = _line_of(text, "  ks: [50, 100, 200]")
+    assert message("ks: [50, 100, 200]", "ks: [50, 100, 200").endswith(
+        f"Fix: close the bracket opened on line {ks}, column 7"
+    )
+
+
+def test_params_path_that_is_a_folder_or_not_text(tmp_path: Path) -> None:
+    with pytest.raises(
+        P.ParamsError, match=f"^{tmp_path}: is a folder, not a parameters file. Fix: pass the"
+    ):
+        P.load(tmp_path)
+    (tmp_path / "params.yaml").write_text("")
+    with pytest.raises(P.ParamsError, match=r"e.g. .*params.yaml$"):
+        P.load(tmp_path)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"data:\n  source: caf\xe9\n")
+    with pytest.raises(P.ParamsError, match=r"binary.yaml: not UTF-8 text \(byte 0xe9 at offset 19\)"):
+        P.load(binary)

@@ -240,7 +240,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, os, signal, sys
     from lightning.pytorch.callbacks import Callback
     from dmtl import params as P, training
-    from dmtl.stages import teacher
+    from dmtl.stages import student, teacher
 
     class Kill(Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, i):
@@ -248,35 +248,50 @@ KILL_SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
 
     real_fit = training.fit
-    teacher.fit = lambda module, data, train, seed, extra_callbacks=None, **kw: real_fit(
+    killing_fit = lambda module, data, train, seed, extra_callbacks=None, **kw: real_fit(
         module, data, train, seed, [Kill()], **kw
     )
-    teacher.run_teacher(P.load(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3])
+    teacher.fit = student.fit = killing_fit
+    study, root, stage = P.load(sys.argv[1], json.loads(sys.argv[2])), sys.argv[3], sys.argv[4]
+    if stage == "teacher":
+        teacher.run_teacher(study, root)
+    else:
+        student.run_student(study, stage.removeprefix("student_"), root)
     """
 ).format(epoch=CRASH_EPOCH, batch=CRASH_BATCH)
 
 
+@pytest.mark.parametrize("stage", sorted(STAGES))
 def test_sigkill_mid_epoch_leaves_no_output_and_rerun_is_exact(
-    fast_params: dict[str, Any], reference: Path, fresh_root: Path, tmp_path: Path
+    stage: str, fast_params: dict[str, Any], reference: Path, fresh_root: Path, tmp_path: Path
 ) -> None:
+    """``kill -9`` of the teacher's or a student's training process, then the rerun ``dvc repro`` would do."""
     temp = tmp_path / "killed_tmp"
     temp.mkdir()
     env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_SCRIPT, str(REPO / "params.yaml"), json.dumps(FAST), str(fresh_root)],
+        [
+            sys.executable,
+            "-c",
+            KILL_SCRIPT,
+            str(REPO / "params.yaml"),
+            json.dumps(FAST),
+            str(fresh_root),
+            stage,
+        ],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    outputs = STAGES["teacher"][1]
+    run, outputs = STAGES[stage]
     assert_nothing_accepted(fresh_root, outputs)
     # A killed process cannot clean up: its checkpoint folder stays in the system temp folder. No later run
     # reads it (each run makes a new private folder), so the rerun below is unaffected by it.
     left = [p.name for p in temp.iterdir()]
     assert len(left) == 1 and left[0].startswith("dmtl-ckpt-"), left
-    run_teacher(fast_params, fresh_root)
+    run(fast_params, fresh_root)
     assert_same_outputs(reference, fresh_root, outputs)
 
 

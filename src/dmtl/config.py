@@ -13,6 +13,7 @@ can be followed from ``params.yaml`` to the code that reads it by its attribute 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from dmtl.rules import (
     choice,
     columns,
     devices,
+    encoding,
     int_list,
     mapping,
     number,
@@ -61,6 +63,16 @@ class DataConfig:
     val_days: int = rule(number(1, None, True), "last day(s) of the training period: early stopping")
     test_days: int = rule(number(1, None, True), "last day(s) of the log: the test period")
     tau: str | float = rule(tau, "long-read threshold: 'mean' clicked training duration (paper) or seconds")
+    # Reading and plausibility rules of the real-data loaders (dmtl.schema.LoadOptions, docs/data_formats.md
+    # section 4); the simulator ignores them.
+    encoding: str = rule(encoding, "kuairand / generic: text encoding of the CSV files")
+    max_median_duration_s: float = rule(
+        number(1.0, None), "a higher median clicked duration is refused: the likely unit mistake (ms)"
+    )
+    max_duration_s: float = rule(number(1.0, None), "clicked durations above it are capped, and counted")
+    first_year: int = rule(number(1970, 9998, True), "timestamps before 1 January of this year are refused")
+    last_year: int = rule(number(1970, 9998, True), "timestamps after 31 December of this year are refused")
+    max_span_days: int = rule(number(1, None, True), "a log spanning more days is refused")
 
 
 @dataclass(frozen=True)
@@ -204,7 +216,8 @@ class StudentsConfig:
 class EvalConfig:
     """``eval``: cut-offs, the approximate index beside exact search, intervals and the bait rule."""
 
-    ks: tuple[int, ...] = rule(int_list(), "retrieval cut-offs K")
+    # A repeated K would be one column reported twice (and a duplicate key downstream).
+    ks: tuple[int, ...] = rule(int_list(unique=True), "retrieval cut-offs K")
     ann: V.AnnIndex = rule(choice(V.ANN_INDEXES), "approximate index reported beside exact search")
     ann_nlist: int = rule(number(1, None, True), "ivf_flat: lists")
     ann_nprobe: int = rule(number(1, None, True), "ivf_flat: lists probed per query")
@@ -248,9 +261,18 @@ class SweepSpec:
     values: tuple[Any, ...]
 
 
+_SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def sweep_grid(key: str, value: Any) -> dict[str, SweepSpec]:
     out = {}
     for name, spec in mapping(key, value).items():
+        if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
+            # The name becomes a folder (sweeps/<name>/) and an argument of dvc.yaml's shell command.
+            raise ParamsError(
+                f"sweeps.grid: the sweep name {name!r} must be letters, digits, '_' or '-' (it names a folder "
+                "and is passed to a shell command by dvc.yaml)"
+            )
         if (
             not isinstance(spec, Mapping)
             or set(spec) != {"param", "values"}

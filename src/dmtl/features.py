@@ -17,7 +17,14 @@ import numpy as np
 import pandas as pd
 
 from dmtl.io import read_json, write_json, write_parquet
-from dmtl.schema import DataError, FeedLog, check_feed_log, coerce_impressions, context_columns
+from dmtl.schema import (
+    RESERVED_FEATURE_NAMES,
+    DataError,
+    FeedLog,
+    check_feed_log,
+    coerce_impressions,
+    context_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,14 +189,26 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
 
     Raises:
         DataError: a missing or mistyped impression column, a broken schema invariant
-            (:func:`dmtl.schema.check_feed_log`), a repeated (user, item, time) impression, or a split left
-            empty by the day counts.
+            (:func:`dmtl.schema.check_feed_log`), a feature column with a reserved name, a repeated
+            (user, item, time) impression, or a split left empty by the day counts.
         ValueError: a bad ``tau``.
     """
     # Every source goes through the same checks here, the simulator included, so no loader can hand the
     # models a log that breaks the schema.
     imp = coerce_impressions(feed.impressions, feed.source)
     check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
+    for table in (feed.users, feed.items):
+        reserved = [c for c in table.columns if c in RESERVED_FEATURE_NAMES]
+        if reserved:
+            # prepare() adds raw_user_id / raw_item_id beside the features: a feature of that name would be
+            # overwritten by raw ids and then embedded as if it were a code (an index out of range).
+            raise DataError(
+                feed.source,
+                reserved[0],
+                f"feature column '{reserved[0]}' has a name the study uses internally "
+                f"(reserved: {list(RESERVED_FEATURE_NAMES)})",
+                f"rename the column, e.g. to '{reserved[0]}_feature'",
+            )
     key = ["user_id", "item_id", "time"]
     repeated = imp.duplicated(key)
     if repeated.any():

@@ -21,15 +21,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmtl.schema import SCHEMA_COLUMNS, DataError, FeedLog, check_feed_log, coerce_impressions
+from dmtl.schema import (
+    REQUIRED_COLUMNS,
+    RESERVED_FEATURE_NAMES,
+    SCHEMA_COLUMNS,
+    DataError,
+    FeedLog,
+    LoadOptions,
+    LogSize,
+    check_feed_log,
+    coerce_impressions,
+)
 
 logger = logging.getLogger(__name__)
 
 MISSING = "missing"
 """The category every missing feature value becomes (features are categorical downstream)."""
 
-
-REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration")
 
 MS_THRESHOLD = 10**11
 """Numeric times at or above this are epoch milliseconds, below it epoch seconds (1e11 s is year 5138)."""
@@ -42,14 +50,80 @@ RAW_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "cal_day", "time_ms", "pos
 
 
 # ----------------------------------------------------------------------------------------------- reading
-def read_header(path: Path) -> list[str]:
+def check_folder(directory: Path, what: str = "the log files", param: str = "data.path") -> None:
+    """Raise :class:`DataError` unless ``directory`` is an existing folder (a file or nothing is named as such)."""
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise DataError(
+            directory,
+            None,
+            "is a file, not a folder",
+            f"set {param} to the folder that holds {what} ({directory.parent}), not to a file in it",
+        )
+    raise DataError(directory, None, "folder not found", f"set {param} to the folder that holds {what}")
+
+
+def row_label(file: Path | str | None, index: int) -> str:
+    """How a user finds data row ``index`` (0-based, as read) in ``file``: its CSV line, or its parquet row."""
+    if file is not None and str(file).endswith(".csv"):
+        return f"line {int(index) + 2}"  # line 1 is the header
+    return f"row {int(index)}"
+
+
+def encoding_error(path: Path, encoding: str) -> DataError:
+    """The :class:`DataError` for a CSV file that is not valid ``encoding`` text, naming the first bad line.
+
+    Called only after a read failed: the file is decoded again in 1 MiB chunks (no per-line Python) to
+    find the first byte that does not decode.
+    """
+    lines, where, carry = 1, "", b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            data = carry + chunk
+            if not data:
+                break
+            try:
+                data.decode(encoding)
+                carry = b""
+            except UnicodeDecodeError as err:
+                if chunk and err.end == len(data):
+                    # A character cut by the chunk's end: decode it with the next chunk.
+                    carry = data[err.start :]
+                    lines += data[: err.start].count(b"\n")
+                    continue
+                bad = err.start
+                lines += data[:bad].count(b"\n")
+                start = data.rfind(b"\n", 0, bad) + 1
+                end = data.find(b"\n", bad)
+                text = data[start : end if end >= 0 else len(data)].decode("latin-1").strip()[:80]
+                where = f": byte 0x{data[bad]:02x} on line {lines} (read as Latin-1: {text!r})"
+                break
+            if not chunk:
+                break
+            lines += data.count(b"\n")
+    return DataError(
+        path,
+        None,
+        f"is not valid {encoding} text{where}",
+        "re-save the file as UTF-8, or set data.encoding to the file's encoding (latin-1 for ISO-8859-1, "
+        "cp1252 for an Excel export on Windows)",
+    )
+
+
+def read_header(path: Path, encoding: str = "utf-8") -> list[str]:
     """Return the column names of a CSV or parquet file, or raise :class:`DataError` if it is unreadable."""
+    if path.is_dir():
+        raise DataError(path, None, "is a folder, not a file", f"put the file itself at {path}")
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             return list(pq.read_schema(path).names)
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        return [str(c) for c in pd.read_csv(path, nrows=0, encoding=encoding).columns]
+    except UnicodeDecodeError:
+        raise encoding_error(path, encoding) from None
     except pd.errors.EmptyDataError as err:
         raise DataError(path, None, "the file is empty", "re-export the file with a header row") from err
     except (OSError, ValueError) as err:
@@ -58,7 +132,20 @@ def read_header(path: Path) -> list[str]:
         ) from err
 
 
-def read_table(path: Path, usecols: Sequence[str] | None = None, as_text: Sequence[str] = ()) -> pd.DataFrame:
+def _holds_bytes(values: pd.Series) -> bool:
+    """Whether a column pyarrow read holds raw bytes: how it returns text that is not valid UTF-8."""
+    if values.dtype != object:
+        return False
+    kind = pd.api.types.infer_dtype(values, skipna=True)
+    return kind == "bytes" or (kind == "mixed" and values.map(type).eq(bytes).any())
+
+
+def read_table(
+    path: Path,
+    usecols: Sequence[str] | None = None,
+    as_text: Sequence[str] = (),
+    encoding: str = "utf-8",
+) -> pd.DataFrame:
     """Read ``usecols`` (all when None) of a CSV or parquet file.
 
     CSV goes through pyarrow's multi-threaded parser first (large logs). Where a column holds values of
@@ -70,15 +157,35 @@ def read_table(path: Path, usecols: Sequence[str] | None = None, as_text: Sequen
         usecols: columns to read; None reads every column.
         as_text: CSV columns read as text, so that the caller parses them (pyarrow would otherwise turn
             ISO datetimes with offsets into UTC and lose their wall-clock date).
+        encoding: the CSV file's text encoding (``data.encoding``).
+
+    Raises:
+        DataError: the text is not valid ``encoding`` (naming the first bad line and the fix).
     """
     cols = list(dict.fromkeys(usecols)) if usecols is not None else None
     if path.suffix == ".parquet":
         return pd.read_parquet(path, columns=cols)
     dtype = {c: "str" for c in as_text}
     try:
-        return pd.read_csv(path, usecols=cols, engine="pyarrow", dtype=dtype or None)
-    except ValueError:
-        return pd.read_csv(path, usecols=cols, dtype=dtype or None, low_memory=False)
+        try:
+            frame = pd.read_csv(path, usecols=cols, engine="pyarrow", dtype=dtype or None, encoding=encoding)
+        except ValueError as err:
+            if isinstance(err, UnicodeDecodeError):
+                raise
+            frame = pd.read_csv(path, usecols=cols, dtype=dtype or None, low_memory=False, encoding=encoding)
+    except UnicodeDecodeError:
+        raise encoding_error(path, encoding) from None
+    # pyarrow does not refuse invalid UTF-8: it hands such a column back as bytes (b'caf\xe9'), which
+    # would become nonsense categories. Refused instead, with the line and the fix.
+    if any(_holds_bytes(frame[c]) for c in frame.columns):
+        raise encoding_error(path, encoding)
+    return frame
+
+
+def require_rows(frame: pd.DataFrame, file: Path, fix: str) -> None:
+    """Raise :class:`DataError` for a file with a header but no data rows."""
+    if len(frame) == 0:
+        raise DataError(file, None, "has a header but no data rows", fix)
 
 
 def require_columns(
@@ -301,7 +408,24 @@ def to_epoch_ms_and_day(values: pd.Series, file: Path, column: str) -> tuple[np.
         x = values.to_numpy(dtype="float64")
         if not np.isfinite(x).all():
             raise DataError(file, column, "non-finite times", "use finite epoch seconds or milliseconds")
-        in_ms = bool(np.abs(x).max() >= MS_THRESHOLD)
+        big = np.abs(x) >= MS_THRESHOLD
+        in_ms = bool(big.any())
+        if in_ms and not big.all():
+            # Seconds and milliseconds in one column: either reading puts part of the log decades away.
+            rows = values.index.to_numpy()
+            examples = [
+                f"{row_label(file, rows[i])}: {x[i]:.0f} ({unit})"
+                for mask, unit in ((~big, "seconds"), (big, "milliseconds"))
+                for i in np.flatnonzero(mask)[:2]
+            ]
+            raise DataError(
+                file,
+                column,
+                f"mixes epoch seconds and epoch milliseconds ({int((~big).sum())} values below 1e11, "
+                f"{int(big.sum())} at or above), e.g. {'; '.join(examples)}",
+                "store every time in one unit: multiply the seconds by 1000 (or divide the milliseconds by "
+                "1000) before loading",
+            )
         logger.info("%s: numeric '%s' read as epoch %s", file, column, "milliseconds" if in_ms else "seconds")
         ms = np.rint(x if in_ms else x * 1000.0).astype(np.int64)
         return ms, np.floor_divide(ms, 86_400_000)
@@ -310,6 +434,74 @@ def to_epoch_ms_and_day(values: pd.Series, file: Path, column: str) -> tuple[np.
     )
     wall, instant = _wall_and_instant(stamps)
     return _datetime64(instant, "ms"), _datetime64(wall, "D")
+
+
+def check_times(
+    time_ms: np.ndarray, file: Path, column: str, options: LoadOptions, rows: np.ndarray | None = None
+) -> None:
+    """Refuse timestamps outside ``first_year``..``last_year`` and a log spanning more than ``max_span_days``.
+
+    Both rules (docs/data_formats.md section 4) catch what a plain parse accepts: a time in seconds where the
+    rest is milliseconds (1970), a far-future typo (2286), a stray year in an otherwise recent log. The
+    message names example rows (``rows``: each value's row in the file as read, default 0..n-1).
+    """
+    if time_ms.size == 0:
+        return
+    rows = np.arange(time_ms.size) if rows is None else np.asarray(rows)
+    epoch = np.datetime64("1970-01-01T00:00:00", "ms")
+
+    def stamp(i: int) -> str:
+        return f"{row_label(file, rows[i])} ({epoch + np.timedelta64(int(time_ms[i]), 'ms')})"
+
+    lo = int(np.datetime64(f"{options.first_year:04d}-01-01", "ms").astype(np.int64))
+    hi = int(np.datetime64(f"{options.last_year + 1:04d}-01-01", "ms").astype(np.int64))
+    outside = (time_ms < lo) | (time_ms >= hi)
+    if outside.any():
+        examples = "; ".join(stamp(i) for i in np.flatnonzero(outside)[:3])
+        raise DataError(
+            file,
+            column,
+            f"{int(outside.sum())} timestamps outside the years {options.first_year}-{options.last_year}, "
+            f"e.g. {examples}",
+            "correct those rows (a time in seconds among milliseconds reads as 1970; a typo in the year), or "
+            "widen data.first_year / data.last_year if the log really lies outside them",
+        )
+    first, last = int(np.argmin(time_ms)), int(np.argmax(time_ms))
+    span = (int(time_ms[last]) - int(time_ms[first])) / 86_400_000
+    if span > options.max_span_days:
+        # Name the rows farthest from the median time: a stray row is usually one of them.
+        far = np.argsort(-np.abs(time_ms - np.median(time_ms)), kind="stable")[:3]
+        raise DataError(
+            file,
+            column,
+            f"the timestamps span {span:.0f} days, more than data.max_span_days = {options.max_span_days}; "
+            f"the rows farthest from the median time are {'; '.join(stamp(i) for i in far)}",
+            "correct or drop those rows, or raise data.max_span_days if the log really spans that long",
+        )
+
+
+def check_duration_units(
+    duration: np.ndarray, click: np.ndarray, file: Path, column: str, options: LoadOptions
+) -> None:
+    """Refuse durations whose median over clicks is implausible for seconds: a likely unit mistake (ms).
+
+    A median read of over ``max_median_duration_s`` (default an hour) is not a feed; the typical cause is a
+    column in milliseconds, whose median is a thousand times the real one (docs/data_formats.md section 4).
+    """
+    clicked = duration[(click == 1) & np.isfinite(duration)]
+    if clicked.size == 0:
+        return
+    median = float(np.median(clicked))
+    if median > options.max_median_duration_s:
+        raise DataError(
+            file,
+            column,
+            f"the median clicked duration is {median:,.0f} s ({median / 3600:.1f} h), implausible for seconds "
+            f"(data.max_median_duration_s = {options.max_median_duration_s:g}): the column looks like "
+            f"milliseconds (it would be {median / 1000:,.1f} s)",
+            "give durations in seconds (divide the column by 1000), or raise data.max_median_duration_s if "
+            "reads really last this long",
+        )
 
 
 def to_day_numbers(values: pd.Series, file: Path, column: str) -> np.ndarray:
@@ -369,8 +561,35 @@ def as_category(values: pd.Series) -> pd.Series:
     return text.fillna(MISSING).astype(str)
 
 
+def check_feature_names(header: Sequence[str], id_column: str, key: str, file: Path) -> None:
+    """Refuse feature columns whose names collide with the id or with the study's internal columns."""
+    if key != id_column and key in header:
+        raise DataError(
+            file,
+            key,
+            f"the file has two id columns, '{id_column}' and '{key}'; the second would be read as a feature "
+            "and overwrite the ids",
+            f"keep one id column: drop or rename '{key}' (or '{id_column}')",
+        )
+    reserved = [c for c in header if c in RESERVED_FEATURE_NAMES]
+    if reserved:
+        raise DataError(
+            file,
+            reserved[0],
+            f"feature column '{reserved[0]}' has a name the study uses internally "
+            f"(reserved: {list(RESERVED_FEATURE_NAMES)})",
+            f"rename the column, e.g. to '{reserved[0]}_feature'",
+        )
+
+
 def feature_table(frame: pd.DataFrame, id_column: str, key: str, file: Path) -> pd.DataFrame:
-    """Return ``frame`` as a feature table: ``key`` (int64 ids) plus every other column as categories."""
+    """Return ``frame`` as a feature table: ``key`` (int64 ids) plus every other column as categories.
+
+    Raises:
+        DataError: a feature column would collide with the id (``key`` beside another id column) or with a
+            column the study uses internally (:data:`dmtl.schema.RESERVED_FEATURE_NAMES`).
+    """
+    check_feature_names(list(frame.columns), id_column, key, file)
     ids = to_ids(frame[id_column], file, id_column)
     out = {key: ids}
     for column in frame.columns:
@@ -461,6 +680,7 @@ def finalize_feed_log(
     user_file: Path | None,
     item_file: Path | None,
     meta: dict,
+    options: LoadOptions | None = None,
 ) -> FeedLog:
     """Apply the shared policies to a validated raw impression frame and return a checked :class:`FeedLog`.
 
@@ -482,7 +702,9 @@ def finalize_feed_log(
         user_file: the user feature file named in messages.
         item_file: the item feature file named in messages.
         meta: metadata so far; returned inside the FeedLog with counts and summary numbers added.
+        options: the plausibility thresholds (``max_duration_s`` caps clicked durations); defaults when None.
     """
+    options = options or LoadOptions()
     counts: dict[str, int] = meta.setdefault("policy_counts", {})
     if raw.empty:
         raise DataError(log_file, None, "no impressions to load", "check the files and the date range")
@@ -520,6 +742,20 @@ def finalize_feed_log(
     counts["nonclick_durations_zeroed"] = int(nonclick_played.sum())
     counts["clicks_with_zero_duration"] = int(((click == 1) & (duration == 0)).sum())
     duration = np.where(nonclick_played, 0.0, duration)
+    # A read longer than max_duration_s (default 4 h) is a session left open or a clock fault, not reading
+    # time; uncapped, one such row moves tau (the mean) and every long-read label with it.
+    over = duration > options.max_duration_s
+    counts["durations_capped"] = int(over.sum())
+    meta["duration_cap_s"] = float(options.max_duration_s)
+    if over.any():
+        logger.warning(
+            "%s: %d clicked durations above data.max_duration_s = %g s capped to it (largest %g s)",
+            log_file,
+            int(over.sum()),
+            options.max_duration_s,
+            float(duration[over].max()),
+        )
+    duration = np.minimum(duration, options.max_duration_s)
 
     for name, n in counts.items():
         if n:
@@ -581,10 +817,32 @@ def _resolve_columns(columns: Mapping[str, str] | None) -> dict[str, str]:
                 f"`columns` values must be column names (str); got {[columns[k] for k in not_text]}"
             )
         mapping.update(columns)
+    shared = column_collisions(mapping)
+    if shared:
+        raise ValueError(
+            f"`columns` maps several schema names to one column: {shared}; each schema name needs its own "
+            "column"
+        )
     return mapping
 
 
+def column_collisions(mapping: Mapping[str, str]) -> dict[str, list[str]]:
+    """Columns that several schema names map to (``{column: [names]}``): one column cannot be two things."""
+    by_column: dict[str, list[str]] = {}
+    for name, column in mapping.items():
+        by_column.setdefault(column, []).append(name)
+    return {column: names for column, names in by_column.items() if len(names) > 1}
+
+
 def _find_table(directory: Path, stem: str, required: bool) -> Path | None:
+    for suffix in (".csv", ".parquet"):
+        if (directory / f"{stem}{suffix}").is_dir():
+            raise DataError(
+                directory / f"{stem}{suffix}",
+                None,
+                "is a folder, not a file",
+                f"put the {stem} file itself at {directory / (stem + suffix)} (not a folder of that name)",
+            )
     found = [
         directory / f"{stem}{suffix}"
         for suffix in (".csv", ".parquet")
@@ -595,9 +853,7 @@ def _find_table(directory: Path, stem: str, required: bool) -> Path | None:
             directory, None, f"both {found[0].name} and {found[1].name} exist", "keep exactly one of them"
         )
     if not found and required:
-        present = (
-            sorted(p.name for p in directory.iterdir())[:20] if directory.is_dir() else "no such directory"
-        )
+        present = sorted(p.name for p in directory.iterdir())[:20]
         raise DataError(
             directory / f"{stem}.csv",
             None,
@@ -607,11 +863,20 @@ def _find_table(directory: Path, stem: str, required: bool) -> Path | None:
     return found[0] if found else None
 
 
-def _read_generic_features(path: Path | None, key: str, log_name: str) -> pd.DataFrame | None:
+def _read_generic_features(
+    path: Path | None, key: str, log_name: str, encoding: str = "utf-8"
+) -> pd.DataFrame | None:
     if path is None:
         logger.info("no %s feature file; the %s table holds ids only", key.removesuffix("_id"), key)
         return None
-    header = read_header(path)
+    header = read_header(path, encoding)
+    id_column = _feature_id_column(header, path, key, log_name)
+    frame = read_table(path, encoding=encoding)
+    require_rows(frame, path, "export the file with its rows, or remove it (feature files are optional)")
+    return feature_table(frame, id_column, key, path)
+
+
+def _feature_id_column(header: Sequence[str], path: Path, key: str, log_name: str) -> str:
     id_column = next((c for c in (log_name, key) if c in header), None)
     if id_column is None:
         raise DataError(
@@ -620,10 +885,91 @@ def _read_generic_features(path: Path | None, key: str, log_name: str) -> pd.Dat
             f"no id column: neither '{log_name}' (the impression file's name) nor '{key}' is in {header}",
             f"name the id column '{log_name}' or '{key}'",
         )
-    return feature_table(read_table(path), id_column, key, path)
+    check_feature_names(header, id_column, key, path)
+    return id_column
 
 
-def load_generic(directory: str | Path, columns: Mapping[str, str] | None = None) -> FeedLog:
+def _impression_columns(
+    directory: Path, columns: Mapping[str, str] | None, encoding: str
+) -> tuple[Path, dict[str, str]]:
+    """The impression file and the mapping schema name -> its column, checked against the file's header."""
+    check_folder(directory)
+    mapping = _resolve_columns(columns)
+    path = _find_table(directory, "impressions", required=True)
+    assert path is not None
+    header = read_header(path, encoding)
+    require_columns(header, mapping, path)
+    for optional in ("position", "day"):
+        # An optional column is used when mapped, or when the file has a column of exactly its name that
+        # no other schema name already uses (columns={'time': 'day'} must not read 'day' twice).
+        if optional not in mapping and optional in header and optional not in mapping.values():
+            mapping[optional] = optional
+        if optional in mapping and mapping[optional] not in header:
+            require_columns(header, {optional: mapping[optional]}, path)
+    return path, mapping
+
+
+def _read_times(
+    frame: pd.DataFrame, mapping: Mapping[str, str], path: Path, options: LoadOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parse and check the time (and day) columns: (epoch ms, calendar day number) per row."""
+    time_ms, cal_day = to_epoch_ms_and_day(frame[mapping["time"]], path, mapping["time"])
+    check_times(time_ms, path, mapping["time"], options, frame.index.to_numpy())
+    if "day" in mapping:
+        cal_day = to_day_numbers(frame[mapping["day"]], path, mapping["day"])
+    return time_ms, cal_day
+
+
+_NO_ROWS_FIX = "export the log with its rows (the file holds only its header)"
+
+
+def scan_generic(
+    directory: str | Path, columns: Mapping[str, str] | None = None, options: LoadOptions | None = None
+) -> LogSize:
+    """The sizes of a generic-format log for the pre-flight checks (:mod:`dmtl.checks`), read cheaply.
+
+    Reads the headers of every file and only the id, time, day and click columns of the impressions, and
+    applies the same column, time and path checks as :func:`load_generic`, so a bad log fails here in
+    seconds rather than after loading.
+    """
+    options = options or LoadOptions()
+    directory = Path(directory)
+    path, mapping = _impression_columns(directory, columns, options.encoding)
+    used = {k: mapping[k] for k in ("user_id", "item_id", "time", "click", "day") if k in mapping}
+    text = [mapping[c] for c in ("time", "day") if c in mapping]
+    frame = read_table(
+        path, list(used.values()), as_text=text if path.suffix == ".csv" else (), encoding=options.encoding
+    )
+    require_rows(frame, path, _NO_ROWS_FIX)
+    _, cal_day = _read_times(frame, mapping, path, options)
+    users = to_ids(frame[mapping["user_id"]], path, mapping["user_id"])
+    items = to_ids(frame[mapping["item_id"]], path, mapping["item_id"])
+    click = to_clicks(frame[mapping["click"]], path, mapping["click"])
+    features: dict[str, tuple[str, ...]] = {}
+    for stem, key in (("users", "user_id"), ("items", "item_id")):
+        table = _find_table(directory, stem, required=False)
+        header: list[str] = []
+        if table is not None:
+            header = read_header(table, options.encoding)
+            id_column = _feature_id_column(header, table, key, mapping[key])
+            header = [c for c in header if c != id_column]
+        features[key] = tuple(header)
+    _, per_item = np.unique(items, return_counts=True)
+    return LogSize(
+        where=str(path),
+        n_users=int(np.unique(users).size),
+        n_items=int(per_item.size),
+        n_days=int(np.unique(cal_day).size),
+        n_clicks=int(click.sum()),
+        max_item_impressions=int(per_item.max()),
+        user_features=features["user_id"],
+        item_features=features["item_id"],
+    )
+
+
+def load_generic(
+    directory: str | Path, columns: Mapping[str, str] | None = None, options: LoadOptions | None = None
+) -> FeedLog:
     """Load a click + duration log in the generic format (docs/data_formats.md) into a :class:`FeedLog`.
 
     Args:
@@ -635,26 +981,27 @@ def load_generic(directory: str | Path, columns: Mapping[str, str] | None = None
             ``duration`` is seconds; without a ``day`` column the day is the calendar date of ``time``.
             The users/items files' id column has the impression file's name for it, or ``user_id`` /
             ``item_id``; every other column there is a categorical feature.
+        options: the CSV encoding and the plausibility thresholds (``params.yaml`` data); defaults when None.
 
     Returns:
         The log, with ``meta["policy_counts"]`` recording every repair the policies made.
 
     Raises:
-        DataError: a file, column or value is unusable; the message names the file, column and fix.
-        ValueError: ``columns`` has a key that is not a schema name.
+        DataError: a file, column or value is unusable or implausible; the message names the file, column
+            and fix.
+        ValueError: ``columns`` has a key that is not a schema name, or maps two names to one column.
     """
+    options = options or LoadOptions()
     directory = Path(directory)
-    mapping = _resolve_columns(columns)
-    path = _find_table(directory, "impressions", required=True)
-    assert path is not None
-    header = read_header(path)
-    require_columns(header, mapping, path)
-    for optional in ("position", "day"):
-        mapping.setdefault(optional, optional)
-        if mapping[optional] not in header:
-            del mapping[optional]
+    path, mapping = _impression_columns(directory, columns, options.encoding)
     text = [mapping[c] for c in ("time", "day") if c in mapping]
-    frame = read_table(path, list(mapping.values()), as_text=text if path.suffix == ".csv" else ())
+    frame = read_table(
+        path,
+        list(mapping.values()),
+        as_text=text if path.suffix == ".csv" else (),
+        encoding=options.encoding,
+    )
+    require_rows(frame, path, _NO_ROWS_FIX)
     meta: dict = {"files": [str(path)], "rows_read": len(frame), "columns": dict(mapping)}
     counts: dict[str, int] = meta.setdefault("policy_counts", {})
 
@@ -663,9 +1010,8 @@ def load_generic(directory: str | Path, columns: Mapping[str, str] | None = None
     duration, counts["missing_nonclick_durations_zeroed"] = to_durations(
         seconds, click, path, mapping["duration"]
     )
-    time_ms, cal_day = to_epoch_ms_and_day(frame[mapping["time"]], path, mapping["time"])
-    if "day" in mapping:
-        cal_day = to_day_numbers(frame[mapping["day"]], path, mapping["day"])
+    check_duration_units(duration, click, path, mapping["duration"], options)
+    time_ms, cal_day = _read_times(frame, mapping, path, options)
     if "position" in mapping:
         position, counts["missing_positions"] = to_positions(
             frame[mapping["position"]], path, mapping["position"]
@@ -688,11 +1034,12 @@ def load_generic(directory: str | Path, columns: Mapping[str, str] | None = None
     meta["files"] += [str(p) for p in (user_path, item_path) if p is not None]
     return finalize_feed_log(
         raw,
-        _read_generic_features(user_path, "user_id", mapping["user_id"]),
-        _read_generic_features(item_path, "item_id", mapping["item_id"]),
+        _read_generic_features(user_path, "user_id", mapping["user_id"], options.encoding),
+        _read_generic_features(item_path, "item_id", mapping["item_id"], options.encoding),
         source=f"generic:{directory.name}",
         log_file=path,
         user_file=user_path,
         item_file=item_path,
         meta=meta,
+        options=options,
     )

@@ -25,11 +25,15 @@ import pandas as pd
 
 from dmtl.generic import (
     MISSING,
+    check_duration_units,
+    check_folder,
+    check_times,
     feature_table,
     finalize_feed_log,
     read_header,
     read_table,
     require_columns,
+    require_rows,
     to_clicks,
     to_durations,
     to_ids,
@@ -37,7 +41,7 @@ from dmtl.generic import (
     to_numbers,
     yyyymmdd_to_days,
 )
-from dmtl.schema import DataError, FeedLog
+from dmtl.schema import DataError, FeedLog, LoadOptions, LogSize
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +119,7 @@ class KuaiRandFile:
 def scan_kuairand(directory: str | Path) -> list[KuaiRandFile]:
     """List the official KuaiRand files in ``directory`` (or in its ``data/`` subfolder if it has none)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(
-            directory, None, "directory not found", "pass the folder holding the KuaiRand CSV files"
-        )
+    check_folder(directory, "the KuaiRand CSV files")
     found = []
     for path in sorted(directory.iterdir()):
         match = _FILE_NAME.match(path.name)
@@ -211,12 +212,13 @@ def _kind_hint(header: Sequence[str]) -> str:
 
 
 def _read_log(
-    path: Path, date_range: tuple[int, int] | None, counts: dict[str, int]
+    path: Path, date_range: tuple[int, int] | None, counts: dict[str, int], options: LoadOptions
 ) -> tuple[pd.DataFrame, int]:
     """Read and validate one log file; return its raw frame (see dmtl.generic.RAW_COLUMNS) and rows read."""
-    header = read_header(path)
+    header = read_header(path, options.encoding)
     require_columns(header, LOG_COLUMNS, path, hint=_kind_hint(header), fix=_OFFICIAL_FIX)
-    frame = read_table(path, list(LOG_COLUMNS.values()))
+    frame = read_table(path, list(LOG_COLUMNS.values()), encoding=options.encoding)
+    require_rows(frame, path, _OFFICIAL_FIX)
     n_read = len(frame)
     date = to_integers(
         frame["date"], path, "date", fix="KuaiRand's 'date' is yyyymmdd; use the official file"
@@ -231,6 +233,9 @@ def _read_log(
     counts["missing_nonclick_durations_zeroed"] = (
         counts.get("missing_nonclick_durations_zeroed", 0) + n_missing
     )
+    check_duration_units(duration, click, path, "play_time_ms", options)
+    time_ms = to_integers(frame["time_ms"], path, "time_ms")
+    check_times(time_ms, path, "time_ms", options, frame.index.to_numpy())
     raw = pd.DataFrame(
         {
             "user_id": to_ids(frame["user_id"], path, "user_id"),
@@ -238,7 +243,7 @@ def _read_log(
             # The official `date` is the calendar day KuaiRand assigns (its hour is rounded, so a few
             # impressions at 23:xx carry the next date); we keep it so splits match the dataset's own days.
             "cal_day": yyyymmdd_to_days(date, path, "date"),
-            "time_ms": to_integers(frame["time_ms"], path, "time_ms"),
+            "time_ms": time_ms,
             "position": np.full(len(frame), -1, dtype=np.int16),
             "click": click,
             "duration": duration,
@@ -257,16 +262,16 @@ def _unknown_to_missing(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataF
 
 
 def _feature_frame(
-    files: list[KuaiRandFile], key: str, columns: Sequence[str], ids: np.ndarray
+    files: list[KuaiRandFile], key: str, columns: Sequence[str], ids: np.ndarray, encoding: str = "utf-8"
 ) -> pd.DataFrame:
     """Read the (possibly split) feature file, keeping only rows whose id is in ``ids``."""
     frames = []
     for f in files:
-        header = read_header(f.path)
+        header = read_header(f.path, encoding)
         require_columns(
             header, {c: c for c in (key, *columns)}, f.path, hint=_kind_hint(header), fix=_OFFICIAL_FIX
         )
-        frame = read_table(f.path, [key, *columns])
+        frame = read_table(f.path, [key, *columns], encoding=encoding)
         frame = frame.loc[np.isin(to_ids(frame[key], f.path, key), ids)]
         frames.append(_unknown_to_missing(frame, columns))
     return pd.concat(frames, ignore_index=True)
@@ -304,6 +309,7 @@ def load_kuairand(
     variant: str | None = None,
     *,
     length_bands: int = 5,
+    options: LoadOptions | None = None,
 ) -> FeedLog:
     """Load official KuaiRand files into a :class:`~dmtl.schema.FeedLog`.
 
@@ -316,6 +322,7 @@ def load_kuairand(
         variant: ``"pure"``, ``"1k"`` or ``"27k"``; None detects it from the file names (an error if
             several are present).
         length_bands: number of quantile bands of ``video_duration`` in ``video_length_band``.
+        options: the CSV encoding and the plausibility thresholds (``params.yaml`` data); defaults when None.
 
     Returns:
         The log; ``meta`` holds the files read, the row counts, every policy count and the band edges.
@@ -324,36 +331,16 @@ def load_kuairand(
         DataError: missing, incomplete or wrong files, or bad values; the message names file, column, fix.
         ValueError: an unknown ``logs`` entry, ``variant`` or a malformed ``date_range``.
     """
-    directory = Path(directory)
-    kinds = (logs,) if isinstance(logs, str) else tuple(dict.fromkeys(logs))
-    unknown = [k for k in kinds if k not in LOG_KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"unknown KuaiRand log(s) {unknown or list(kinds)}; valid: {list(LOG_KINDS)}")
-    if date_range is not None:
-        date_range = _check_date_range(date_range)
+    options = options or LoadOptions()
     if length_bands < 1:
         raise ValueError(f"length_bands must be >= 1, got {length_bands}")
-
-    files = scan_kuairand(directory)
-    variant = _choose_variant(files, variant, directory)
-    files = [f for f in files if f.variant == variant]
-    data_dir = files[0].path.parent
+    kinds, date_range, variant, files, data_dir = _select(directory, logs, date_range, variant)
 
     counts: dict[str, int] = {}
     frames, read, rows_read = [], [], 0
     for kind in kinds:
-        log_files = [f for f in files if f.kind == kind]
-        if not log_files:
-            raise DataError(
-                data_dir,
-                None,
-                f"no log_{kind}_*_{variant}.csv file; KuaiRand files here: {[f.path.name for f in files]}",
-                f"add the official log_{kind} file(s) or leave '{kind}' out of logs",
-            )
-        for f in _ordered_parts(log_files):
-            if date_range is not None and (f.last_date < date_range[0] or f.first_date > date_range[1]):
-                continue
-            raw, n = _read_log(f.path, date_range, counts)
+        for f in _log_files(files, kind, variant, data_dir, date_range):
+            raw, n = _read_log(f.path, date_range, counts, options)
             frames.append(raw)
             read.append(str(f.path))
             rows_read += n
@@ -379,10 +366,14 @@ def load_kuairand(
         feature_files[kind] = _ordered_parts(group)
     user_files, video_files = feature_files["user_features"], feature_files["video_features_basic"]
 
-    users = _feature_frame(user_files, "user_id", USER_FEATURES, np.unique(raw["user_id"].to_numpy()))
+    users = _feature_frame(
+        user_files, "user_id", USER_FEATURES, np.unique(raw["user_id"].to_numpy()), options.encoding
+    )
     users = feature_table(users, "user_id", "user_id", user_files[0].path)
     video_columns = [c for c in ITEM_FEATURES if c != "video_length_band"] + ["video_duration"]
-    videos = _feature_frame(video_files, "video_id", video_columns, np.unique(raw["item_id"].to_numpy()))
+    videos = _feature_frame(
+        video_files, "video_id", video_columns, np.unique(raw["item_id"].to_numpy()), options.encoding
+    )
     video_ms = to_numbers(videos["video_duration"], video_files[0].path, "video_duration")
     # Quantiles over the videos the loaded log shows, one row per video (duplicates would bias them).
     first = ~videos["video_id"].duplicated().to_numpy()
@@ -411,6 +402,93 @@ def load_kuairand(
         user_file=user_files[0].path,
         item_file=video_files[0].path,
         meta=meta,
+        options=options,
+    )
+
+
+def _select(
+    directory: str | Path,
+    logs: Sequence[str] | str,
+    date_range: tuple[int, int] | None,
+    variant: str | None,
+) -> tuple[tuple[str, ...], tuple[int, int] | None, str, list[KuaiRandFile], Path]:
+    """Check the arguments and find the variant's files: (logs, date_range, variant, files, their folder)."""
+    directory = Path(directory)
+    kinds = (logs,) if isinstance(logs, str) else tuple(dict.fromkeys(logs))
+    unknown = [k for k in kinds if k not in LOG_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"unknown KuaiRand log(s) {unknown or list(kinds)}; valid: {list(LOG_KINDS)}")
+    if date_range is not None:
+        date_range = _check_date_range(date_range)
+    files = scan_kuairand(directory)
+    variant = _choose_variant(files, variant, directory)
+    files = [f for f in files if f.variant == variant]
+    return kinds, date_range, variant, files, files[0].path.parent
+
+
+def _log_files(
+    files: list[KuaiRandFile], kind: str, variant: str, data_dir: Path, date_range: tuple[int, int] | None
+) -> list[KuaiRandFile]:
+    """The log files of ``kind`` to read, in part order, skipping those whose name misses ``date_range``."""
+    log_files = [f for f in files if f.kind == kind]
+    if not log_files:
+        raise DataError(
+            data_dir,
+            None,
+            f"no log_{kind}_*_{variant}.csv file; KuaiRand files here: {[f.path.name for f in files]}",
+            f"add the official log_{kind} file(s) or leave '{kind}' out of logs",
+        )
+    return [
+        f
+        for f in _ordered_parts(log_files)
+        if date_range is None or not (f.last_date < date_range[0] or f.first_date > date_range[1])
+    ]
+
+
+def scan_kuairand_size(
+    directory: str | Path,
+    logs: Sequence[str] = ("standard",),
+    date_range: tuple[int, int] | None = None,
+    variant: str | None = None,
+    options: LoadOptions | None = None,
+) -> LogSize:
+    """The sizes of a KuaiRand log for the pre-flight checks (:mod:`dmtl.checks`), read cheaply.
+
+    Finds the files as :func:`load_kuairand` does (so a missing or wrong file fails here) and reads only
+    the ``user_id``, ``video_id``, ``date`` and ``is_click`` columns of the logs. The feature columns are
+    the official ones, fixed by this loader.
+    """
+    options = options or LoadOptions()
+    kinds, date_range, variant, files, data_dir = _select(directory, logs, date_range, variant)
+    users, items, days, clicks = [], [], [], 0
+    for kind in kinds:
+        for f in _log_files(files, kind, variant, data_dir, date_range):
+            header = read_header(f.path, options.encoding)
+            needed = {k: LOG_COLUMNS[k] for k in ("user_id", "item_id", "date", "click")}
+            require_columns(header, needed, f.path, hint=_kind_hint(header), fix=_OFFICIAL_FIX)
+            frame = read_table(f.path, list(needed.values()), encoding=options.encoding)
+            require_rows(frame, f.path, _OFFICIAL_FIX)
+            date = to_integers(frame["date"], f.path, "date", fix="KuaiRand's 'date' is yyyymmdd")
+            keep = (
+                np.ones(len(frame), bool)
+                if date_range is None
+                else ((date >= date_range[0]) & (date <= date_range[1]))
+            )
+            users.append(to_ids(frame["user_id"], f.path, "user_id")[keep])
+            items.append(to_ids(frame["video_id"], f.path, "video_id")[keep])
+            days.append(np.unique(date[keep]))
+            clicks += int(to_clicks(frame["is_click"], f.path, "is_click")[keep].sum())
+    item_ids = np.concatenate(items) if items else np.empty(0, np.int64)
+    _, per_item = np.unique(item_ids, return_counts=True)
+    return LogSize(
+        where=str(data_dir),
+        n_users=int(np.unique(np.concatenate(users)).size) if users else 0,
+        n_items=int(per_item.size),
+        n_days=int(np.unique(np.concatenate(days)).size) if days else 0,
+        n_clicks=clicks,
+        max_item_impressions=int(per_item.max()) if per_item.size else 0,
+        user_features=USER_FEATURES,
+        item_features=ITEM_FEATURES,
     )
 
 

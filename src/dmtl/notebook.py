@@ -20,7 +20,15 @@ from dmtl.io import atomic_path
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook cell raised (or the notebook could not run); the message is that cell's error."""
+    """A notebook cell raised (or the notebook could not run); the message is that cell's error.
+
+    ``details`` holds the kernel's full traceback of the failing cell (plain text), which the command line
+    writes to its failure log rather than to the screen.
+    """
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -87,12 +95,16 @@ def execute(
                 progress_bar=False,
                 log_output=False,
                 cwd=None,
+                # The kernel's own start-up warnings (e.g. "running over TCP without encryption" on a local
+                # kernel) would print beside the one ERROR line a failure gives; cell errors are unaffected.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
             )
         except pm.PapermillExecutionError as e:
             where = failing_line(e.traceback)
             raise NotebookFailed(
                 f"{notebook}: cell In[{e.exec_count}]{f' ({where})' if where else ''} failed with "
-                f"{e.ename}: {_one_line(e.evalue)}{_kept(tmp_nb, out_stem)}"
+                f"{e.ename}: {_one_line(e.evalue)}{_kept(tmp_nb, out_stem)}",
+                details="\n".join(_ANSI.sub("", frame) for frame in e.traceback),
             ) from None
         except Exception as e:  # the kernel died, was not found, timed out: still one line, not a dump
             raise NotebookFailed(
@@ -129,14 +141,14 @@ def _kept(tmp_nb: Path, out_stem: Path) -> str:
     return f" [the partly executed notebook is kept at {failed}]"
 
 
-def _parse_value(text: str) -> Any:
-    import yaml
-
-    return yaml.safe_load(text)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The command line: exit status 0, or 1 with one ``ERROR`` line on stderr when the notebook fails."""
+    """The command line: exit status 0, or 1 with one ``ERROR`` line on stderr when the notebook fails.
+
+    The ``ERROR`` line names a log file (``logs/``) with the full traceback, the failing cell's included.
+    """
+    from dmtl.cli import parse_value, run_main
+    from dmtl.notebook import execute  # the package's own, not __main__'s copy under ``python -m``
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook")
     ap.add_argument("out_stem", help="output path without suffix: writes .ipynb and .html")
@@ -150,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-html", action="store_true")
     args = ap.parse_args(argv)
-    params = {k: _parse_value(v) for k, v in args.p}
-    try:
+
+    def body() -> int:
+        params = {k: parse_value(v, f"-p {k}") for k, v in args.p}
         execute(args.notebook, args.out_stem, params, html=not args.no_html)
-    except NotebookFailed as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return run_main("dmtl.notebook", body, argv=argv)
 
 
 if __name__ == "__main__":

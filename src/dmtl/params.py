@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,71 @@ def apply_overrides(params: Mapping[str, Any] | Study, overrides: Mapping[str, A
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Read YAML 1.2 as DVC does (so ``1e-05`` is a number, as in ``dvc exp run -S``)."""
-    from ruamel.yaml import YAML
+    """Read YAML 1.2 as DVC does (so ``1e-05`` is a number, as in ``dvc exp run -S``), with the safe loader.
 
-    return YAML(typ="safe", pure=True).load(Path(path).read_text())
+    Raises:
+        ParamsError: the file is absent, a folder, unreadable, not UTF-8 or not valid YAML (a duplicate
+            key, a tab in the indentation, an unclosed bracket ...); the message is one line naming the
+            file, the line and the fix.
+    """
+    from ruamel.yaml import YAML, YAMLError
+
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "params.yaml"
+        example = f", e.g. {inside}" if inside.is_file() else ""
+        raise ParamsError(
+            f"{path}: is a folder, not a parameters file. Fix: pass the YAML file itself{example}"
+        )
+    if not path.exists():
+        raise ParamsError(f"{path}: parameters file not found. Fix: pass the path of an existing params.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}). "
+            "Fix: save the file as UTF-8"
+        ) from None
+    except OSError as e:
+        raise ParamsError(
+            f"{path}: cannot be read ({e.strerror}). Fix: check the file's permissions"
+        ) from None
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as e:
+        raise ParamsError(yaml_error_message(path, e, text)) from None
+
+
+def yaml_error_message(path: str | Path, error: Exception, text: str = "") -> str:
+    """One line for a YAML parse error: ``<file>, line L, column C: not valid YAML: <problem>. Fix: <fix>``.
+
+    ``text`` (the file's content) lets a duplicate key's message name the line of its first occurrence.
+    """
+    mark = getattr(error, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(error, "problem", None) or error).split())
+    context = str(getattr(error, "context", None) or "")
+    opened = getattr(error, "context_mark", None)
+    duplicate = re.search(r'found duplicate key "(.*?)"', problem)
+    if duplicate:
+        key, first = duplicate.group(1), ""
+        if mark is not None and opened is not None:
+            lines = text.splitlines()[opened.line : mark.line]
+            indent = " " * mark.column
+            hits = [i for i, line in enumerate(lines) if re.match(rf"{indent}{re.escape(key)}\s*:", line)]
+            first = f" (it is first set on line {opened.line + hits[0] + 1})" if hits else ""
+        fix = f"keep one '{key}:' in that mapping{first}; YAML allows each key once"
+    elif "\\t" in problem or "\t" in problem:
+        problem = "a tab character where YAML expects indentation or a value"
+        fix = "indent with spaces only: replace the tab on that line with spaces"
+    elif "flow" in context and opened is not None:
+        fix = f"close the bracket opened on line {opened.line + 1}, column {opened.column + 1}"
+    else:
+        fix = (
+            "check the indentation, the colons and the quotes on that line "
+            "(a value holding ': ' or ' #' needs quotes)"
+        )
+    return f"{path}{where}: not valid YAML: {problem}. Fix: {fix}"
 
 
 def load(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | str | None = None) -> Study:
@@ -99,14 +161,7 @@ def load(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | str | 
         overrides: dotted keys to values, or the same as a JSON string (how papermill passes them).
     """
     path = Path(path)
-    if not path.exists():
-        raise ParamsError(f"{path}: parameters file not found")
-    from ruamel.yaml import YAMLError
-
-    try:
-        tree = read_yaml(path) or {}
-    except YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML ({e})") from e
+    tree = read_yaml(path) or {}
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: must be a mapping of the groups {sorted(C.GROUPS)}")
     if isinstance(overrides, str):

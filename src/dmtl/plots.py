@@ -17,6 +17,16 @@ import seaborn as sns  # noqa: E402
 from dmtl.vocab import model_color, ordered_models  # noqa: E402
 
 
+def plain(text: Any) -> str:
+    """``text`` for a title, label or tick as it is: a ``$`` would otherwise start matplotlib's mathtext.
+
+    A sweep value or folder name holding ``$x_$`` would be parsed as a formula (and one that does not parse
+    makes ``savefig`` raise); escaped, it is drawn literally. PNGs hold no markup, so nothing else needs
+    escaping.
+    """
+    return str(text).replace("$", r"\$")
+
+
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     if path is not None:
         from dmtl.io import atomic_path
@@ -31,7 +41,7 @@ def learning_curves(curves: pd.DataFrame, hue: str, path: str | Path | None = No
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
     for ax, col in zip(axes, ("train_loss", "val_loss"), strict=True):
         sns.lineplot(data=curves, x="epoch", y=col, hue=hue, units="seed", estimator=None, ax=ax, marker="o")
-        ax.set_title(col.replace("_", " "))
+        ax.set_title(plain(col.replace("_", " ")))
     fig.tight_layout()
     return save(fig, path)
 
@@ -55,12 +65,12 @@ def metric_bars(
         )
         colors = [model_color(m) for m in models]
         ax.bar(range(len(models)), means, yerr=err, color=colors, capsize=4)
-        ax.set_xticks(range(len(models)), models, rotation=35, ha="right")
+        ax.set_xticks(range(len(models)), [plain(m) for m in models], rotation=35, ha="right")
         finite = [x for x in lo + hi if x is not None]
         if finite:
             pad = (max(finite) - min(finite)) * 0.3 + 1e-3
             ax.set_ylim(max(0.0, min(finite) - pad), max(finite) + pad)
-        ax.set_title(metric)
+        ax.set_title(plain(metric))
     fig.tight_layout()
     return save(fig, path)
 
@@ -78,7 +88,7 @@ def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | 
             marker="o",
             ax=ax,
         )
-        ax.set_title(f"{col}@K")
+        ax.set_title(plain(f"{col}@K"))
     fig.tight_layout()
     return save(fig, path)
 
@@ -93,8 +103,8 @@ def paired_differences(summary: Mapping[str, Any], metric: str, path: str | Path
         ax.plot([lo, hi], [i, i], color="k")
         ax.plot([d["mean"]], [i], "o", color="#d62728")
     ax.axvline(0, color="grey", ls="--")
-    ax.set_yticks(range(len(rows)), [f"dmtl - {n}" for n, _ in rows])
-    ax.set_title(f"paired difference: {metric}")
+    ax.set_yticks(range(len(rows)), [plain(f"dmtl - {n}") for n, _ in rows])
+    ax.set_title(plain(f"paired difference: {metric}"))
     fig.tight_layout()
     return save(fig, path)
 
@@ -116,14 +126,20 @@ def sweep_summary(
                 yerr=[g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]],
                 marker="o",
                 capsize=3,
-                label=model,
+                label=plain(model),
                 color=model_color(model),
             )
             handles.setdefault(model, h)
-            ax.set_xticks(x, [str(v) for v in g["value"]])
-        ax.set_xlabel(param)
-        ax.set_title(metric)
-    fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=len(handles), frameon=False)
+            ax.set_xticks(x, [plain(v) for v in g["value"]])
+        ax.set_xlabel(plain(param))
+        ax.set_title(plain(metric))
+    fig.legend(
+        list(handles.values()),
+        [plain(m) for m in handles],
+        loc="upper center",
+        ncol=len(handles),
+        frameon=False,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.9))
     return save(fig, path)
 
@@ -203,7 +219,7 @@ def student_vs_teacher(sample: pd.DataFrame, path: str | Path | None = None) -> 
         g = sample[sample["model"] == model]
         ax.scatter(g["teacher_p_ctcvr"], g["student_score"], s=3, alpha=0.3)
         ax.set_xscale("log")
-        ax.set_title(model)
+        ax.set_title(plain(model))
         ax.set_xlabel("teacher p_ctcvr")
     np.atleast_1d(axes)[0].set_ylabel("student score <u, v>")
     fig.tight_layout()

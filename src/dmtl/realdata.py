@@ -4,6 +4,9 @@ Executes every stage notebook with papermill into an output folder (default ``re
 ``data.source`` and ``data.path`` overridden, so the study's own pipeline, unchanged, runs on the logs and
 renders its report there. Sweeps are not run (add ``--sweeps`` to run them too); the simulator's
 oracle metrics are skipped automatically and the documented real-data ``bait_share`` rule is used.
+
+Before any notebook runs, the parameters are validated and the log is checked against them
+(:func:`dmtl.checks.preflight`); any failure is one ``ERROR`` line naming a log file with the traceback.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from typing import Any
 from dmtl import dag
 from dmtl import params as P
 from dmtl.config import Study
-from dmtl.notebook import NotebookFailed, execute
+from dmtl.notebook import execute
 
 
 def run_study(
     root: str | Path, overrides: dict[str, Any], params_file: str = "params.yaml", sweeps: bool = False
 ) -> Path:
     """Execute the stage table's notebooks in order into ``root``; return the rendered report's path."""
+    from dmtl.checks import preflight
+
     root = Path(root)
     study = P.load(params_file, overrides)  # validate before any work
+    preflight(study)  # the log's size against the parameters, in seconds, before any notebook runs
     common = {"params_file": params_file, "root": str(root), "overrides": json.dumps(overrides)}
     report = None
     for stage in dag.STAGES:
@@ -73,20 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--params-file", default="params.yaml")
     ap.add_argument("--sweeps", action="store_true", help="also run the sweeps of params.yaml (slow)")
     args = ap.parse_args(argv)
-    import yaml
+    from dmtl.cli import parse_assignments, run_main
 
-    overrides: dict[str, Any] = {"data.source": args.source, "data.path": str(Path(args.path).resolve())}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml.safe_load(value)
-    out = Path(args.out or Path("results") / args.source)
-    try:
+    def body() -> int:
+        overrides: dict[str, Any] = {"data.source": args.source, "data.path": str(Path(args.path).resolve())}
+        overrides.update(parse_assignments(args.set))
+        out = Path(args.out or Path("results") / args.source)
         report = run_study(out, overrides, args.params_file, sweeps=args.sweeps)
-    except (P.ParamsError, NotebookFailed) as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 1
-    print(f"report: {report.with_suffix('.html')}")
-    return 0
+        print(f"report: {report.with_suffix('.html')}")
+        return 0
+
+    return run_main("dmtl.realdata", body, argv=argv)
 
 
 if __name__ == "__main__":

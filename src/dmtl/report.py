@@ -1,7 +1,15 @@
-"""Tables and sentences of the report, generated from the metrics file (never typed by hand)."""
+"""Tables and sentences of the report, generated from the metrics file (never typed by hand).
+
+Strings that come from the user (a data folder's name in ``source``, sweep names and values, ids) are
+escaped before they enter Markdown (:func:`md_text`, :func:`md_code`): nbconvert passes raw HTML in Markdown
+through to the rendered report, so ``<script>`` in a folder name would otherwise run in the reader's
+browser. Tables are DataFrames, which pandas renders with HTML escaping on.
+"""
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +17,29 @@ from typing import Any
 import pandas as pd
 
 from dmtl import vocab as V
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+
+def md_text(text: Any) -> str:
+    """``text`` as literal Markdown: HTML escaped (``<`` -> ``&lt;``) and Markdown's own syntax backslashed."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def md_code(text: Any) -> str:
+    """``text`` as inline code in Markdown, HTML-escaped (a backtick span would show entities verbatim)."""
+    return f"<code>{html.escape(str(text), quote=True)}</code>"
+
+
+def sweep_heading(name: str, spec: Any, ran: bool = True) -> str:
+    """The report's Markdown heading of one sweep (a :class:`dmtl.config.SweepSpec` or its mapping), user
+    strings escaped."""
+    if not ran:
+        return f"### {md_code(name)} — not run (no sweeps/{md_text(name)}/results.csv)"
+    param, values = (
+        (spec["param"], spec["values"]) if isinstance(spec, Mapping) else (spec.param, spec.values)
+    )
+    return f"### {md_code(name)}: {md_code(param)} in {', '.join(md_code(v) for v in values)}"
 
 
 def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
@@ -127,11 +158,11 @@ def verdict_text(summary: Mapping[str, Any]) -> str:
 def setup_text(summary: Mapping[str, Any], data_summary: Mapping[str, Any]) -> str:
     meta = summary["meta"]
     return (
-        f"**Setup.** Source: `{meta['source']}`; seeds {meta['seeds']}; tau = {meta['tau_seconds']:.1f} s; "
+        f"**Setup.** Source: {md_code(meta['source'])}; seeds {meta['seeds']}; tau = {meta['tau_seconds']:.1f} s; "
         f"{data_summary['train']['impressions']:,} training, {data_summary['val']['impressions']:,} validation and "
         f"{meta['n_test_impressions']:,} test impressions; retrieval over {meta['n_items']:,} items for "
         f"{meta['n_retrieval_users']:,} test users with a click ({meta['n_retrieval_users_with_long_read']:,} with a "
-        f"long read). Clickbait: {meta['bait_rule']} ({meta['bait_items']:,} items)."
+        f"long read). Clickbait: {md_text(meta['bait_rule'])} ({meta['bait_items']:,} items)."
     )
 
 
@@ -186,6 +217,6 @@ def limitations_text(summary: Mapping[str, Any]) -> str:
     else:
         items.append(
             "- **Real-data clickbait.** There is no ground truth: `bait_share` uses the documented rule "
-            f"({meta['bait_rule']}), a proxy."
+            f"({md_text(meta['bait_rule'])}), a proxy."
         )
     return "\n".join(items)

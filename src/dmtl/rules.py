@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dmtl.schema import SCHEMA_COLUMNS
+from dmtl.schema import REQUIRED_COLUMNS, SCHEMA_COLUMNS
 
 
 class ParamsError(ValueError):
@@ -114,7 +114,32 @@ def columns(key: str, value: Any) -> dict[str, str]:
     unknown = sorted(set(value) - set(SCHEMA_COLUMNS))
     if unknown:
         raise ParamsError(f"{key} has unknown schema column(s) {unknown}; valid keys: {list(SCHEMA_COLUMNS)}")
-    return {name: text(f"{key}.{name}", col) for name, col in value.items()}
+    out = {name: text(f"{key}.{name}", col) for name, col in value.items()}
+    # Unmapped required names are read from the column of their own name, so they count too.
+    by_column: dict[str, list[str]] = {}
+    for name, column in ({name: name for name in REQUIRED_COLUMNS} | out).items():
+        by_column.setdefault(column, []).append(name)
+    shared = {column: names for column, names in by_column.items() if len(names) > 1}
+    if shared:
+        raise ParamsError(
+            f"{key} maps several schema names to one column: {shared}; give each schema name its own column "
+            f"(an unmapped {list(REQUIRED_COLUMNS)} name reads the column of that name)"
+        )
+    return out
+
+
+def encoding(key: str, value: Any) -> str:
+    """A text encoding Python's codecs know (the real-data loaders' CSV files)."""
+    import codecs
+
+    text(key, value)
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ParamsError(
+            f"{key} = {value!r} is not an encoding Python knows; use e.g. 'utf-8', 'latin-1' or 'cp1252'"
+        ) from None
+    return value
 
 
 def devices(key: str, value: Any) -> int | str | tuple[int, ...]:

@@ -25,9 +25,10 @@ items: ``item_id`` plus categorical feature columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,84 @@ RESERVED_CONTEXT = ("ctx_position",)
 
 SCHEMA_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration", "position", "day")
 """Schema names a log's columns can be mapped to (``data.columns``, ``load_generic(columns=...)``)."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "duration")
+"""The schema names every real log must have (the others, ``position`` and ``day``, are optional)."""
+
+
+RESERVED_FEATURE_NAMES: tuple[str, ...] = (
+    "raw_user_id",
+    "raw_item_id",
+    "user_idx",
+    "item_idx",
+    "ctx_position",
+    "split",
+    "long_read",
+)
+"""Column names the prepared tables and impressions use internally (:func:`dmtl.features.prepare`).
+
+A user or item feature with one of these names would be overwritten by, or confused with, the internal
+column (a feature named ``raw_item_id`` would feed raw item ids to an embedding sized for codes), so every
+loader refuses it."""
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the real-data loaders read files and which values they accept as plausible (``params.yaml`` data).
+
+    Every threshold is documented with its rule in docs/data_formats.md section 4 and can be overridden by
+    the ``data.*`` parameter of the same name.
+
+    Attributes:
+        encoding: text encoding of CSV files (``data.encoding``), any name Python's codecs know.
+        max_median_duration_s: a median clicked duration above this many seconds is refused as a likely
+            unit mistake (milliseconds given as seconds).
+        max_duration_s: clicked durations above this are capped to it and counted (an open session or a
+            clock fault, not a read).
+        first_year: timestamps before 1 January of this year are refused (e.g. seconds read as ms: 1970).
+        last_year: timestamps after 31 December of this year are refused (a typo, milliseconds read as
+            seconds).
+        max_span_days: a log whose timestamps span more days than this is refused, naming its extreme rows.
+    """
+
+    encoding: str = "utf-8"
+    max_median_duration_s: float = 3600.0
+    max_duration_s: float = 14400.0
+    first_year: int = 2000
+    last_year: int = 2100
+    max_span_days: int = 366
+
+    @classmethod
+    def from_params(cls, data: Any) -> LoadOptions:
+        """The options from the ``data`` group: a :class:`dmtl.config.DataConfig` or its YAML mapping."""
+        if isinstance(data, Mapping):
+            return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(**{f.name: getattr(data, f.name) for f in fields(cls) if hasattr(data, f.name)})
+
+
+@dataclass(frozen=True)
+class LogSize:
+    """What the pre-flight checks (:mod:`dmtl.checks`) need to know about a log, measured without loading it.
+
+    Attributes:
+        where: what was measured (a file, a folder, or the simulator's preset), for messages.
+        n_users: distinct users in the log.
+        n_items: distinct items in the log: the retrieval catalogue.
+        n_days: distinct calendar days (the split is by day).
+        n_clicks: clicked impressions, or None when not measured.
+        max_item_impressions: impressions of the most shown item, or None when not measured.
+        user_features: user feature columns (beside the id).
+        item_features: item feature columns (beside the id).
+    """
+
+    where: str
+    n_users: int
+    n_items: int
+    n_days: int
+    n_clicks: int | None = None
+    max_item_impressions: int | None = None
+    user_features: tuple[str, ...] = ()
+    item_features: tuple[str, ...] = ()
 
 
 class DataError(ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -103,7 +104,13 @@ def run_point(
 
 
 def _value_dir(value: Any) -> str:
-    return str(value).replace("/", "_").replace(" ", "")
+    """A grid value as a folder name inside the sweep's runs folder: never a path out of it.
+
+    Characters other than letters, digits and ``_ . , = + - [ ]`` become ``_`` (so ``/``, ``..`` separators,
+    quotes and HTML cannot shape the path), and a name of dots only is prefixed.
+    """
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", str(value).replace(" ", ""))
+    return f"_{name}" if set(name) <= {"."} else name
 
 
 def point_overrides(study: Study, param: str, value: Any) -> dict[str, Any]:
@@ -281,11 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         "--in-process", action="store_true", help="skip papermill: run the stages in this process"
     )
     args = ap.parse_args(argv)
-    import yaml
+    from dmtl.cli import parse_value, run_main
+    from dmtl.notebook import NotebookFailed
 
-    try:
+    def body() -> int:
         if args.param:
-            param, values = args.param, [yaml.safe_load(v) for v in args.values or []]
+            param, values = args.param, [parse_value(v, "--values") for v in args.values or []]
             name = args.name or param.replace(".", "_")
         else:
             grid = P.load(args.params_file).sweeps.grid
@@ -300,18 +308,16 @@ def main(argv: list[str] | None = None) -> int:
             Paths(".").sweeps / out.name if pipeline_sweep else Path("artifacts") / "adhoc_sweeps" / out.name
         )
         res = run_sweep(param, values, out, runs, args.params_file, use_papermill=not args.in_process)
-    except (P.ParamsError, FileNotFoundError) as e:
-        print(f"ERROR {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # a failed notebook: its cell's error, not a traceback wall
-        from dmtl.notebook import NotebookFailed
+        print(f"wrote {out / 'results.csv'} ({len(res)} rows) and {out / 'summary.png'}")
+        return 0
 
-        if isinstance(e, NotebookFailed):
-            print(f"ERROR {e}", file=sys.stderr)
-            return 1
-        raise
-    print(f"wrote {out / 'results.csv'} ({len(res)} rows) and {out / 'summary.png'}")
-    return 0
+    # A bad parameter or a missing main run exits 2, a failed grid point 1; each is one ERROR line.
+    return run_main(
+        "dmtl.sweep",
+        body,
+        exit_codes={P.ParamsError: 2, FileNotFoundError: 2, NotebookFailed: 1},
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dmtl.config import DataConfig
-from dmtl.schema import FeedLog
+from dmtl.schema import FeedLog, LoadOptions
 
 
 def _simulated(data: DataConfig) -> tuple[FeedLog, Any]:
@@ -23,13 +23,13 @@ def _simulated(data: DataConfig) -> tuple[FeedLog, Any]:
 def _kuairand(data: DataConfig) -> tuple[FeedLog, Any]:
     from dmtl.kuairand import load_kuairand
 
-    return load_kuairand(data.path, logs=data.kuairand_logs), None
+    return load_kuairand(data.path, logs=data.kuairand_logs, options=LoadOptions.from_params(data)), None
 
 
 def _generic(data: DataConfig) -> tuple[FeedLog, Any]:
     from dmtl.generic import load_generic
 
-    return load_generic(data.path, columns=data.columns or None), None
+    return load_generic(data.path, columns=data.columns or None, options=LoadOptions.from_params(data)), None
 
 
 LOADERS: dict[str, Callable[[DataConfig], tuple[FeedLog, Any]]] = {

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dmtl.checks import check_prepared, input_summary, preflight
 from dmtl.config import Study
 from dmtl.features import Prepared, prepare
 from dmtl.io import write_json
@@ -14,14 +15,21 @@ from dmtl.sources.registry import load_source
 
 
 def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
-    """Load or simulate the log, split it by day, set tau, encode features; write data and its summary."""
+    """Load or simulate the log, split it by day, set tau, encode features; write data and its summary.
+
+    The pre-flight checks (:mod:`dmtl.checks`) run first, so a log that cannot carry the study stops here
+    in seconds, before anything is loaded in full or written.
+    """
     paths = Paths(root)
     t0 = time.perf_counter()
+    preflight(study)
     feed, oracle = load_source(study.data)
     prepared = prepare(feed, study.data.val_days, study.data.test_days, study.data.tau)
+    check_prepared(study, prepared)
     prepared.write(paths.data)
     summary = data_summary(prepared)
     summary["simulated"] = oracle is not None
+    summary.update(input_summary(feed))
     if oracle is not None:
         from dmtl.sources.simulator.calibration import calibration
 
