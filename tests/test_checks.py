@@ -146,6 +146,30 @@ def test_clickbait_rule_checked_on_the_training_split_before_writing(tmp_path: P
     assert f"no item has {most} training impressions and a click" in err.problem
 
 
+def test_the_training_split_check_is_the_evaluations_bait_rule(tmp_path: Path) -> None:
+    """check_prepared refuses exactly when the evaluation's rule (dmtl.truth) would be empty."""
+    from dmtl.checks import check_prepared
+    from dmtl.features import prepare
+    from dmtl.generic import load_generic
+    from dmtl.truth import LoggedTruth
+
+    prepared = prepare(load_generic(write_log(tmp_path / "log", small_log())), 1, 2, "mean")
+    train = prepared.impressions[prepared.split_mask("train")]
+    clicked = train.groupby("item_idx")["click"].sum()
+    shown = train.groupby("item_idx").size()
+    most = int(shown[clicked >= 1].max())
+    for bait_min, empty in ((most, False), (most + 1, True)):
+        study = params_for(tmp_path / "log", **{"eval.bait_min_impressions": bait_min})
+        if empty:
+            with pytest.raises(DataError):
+                check_prepared(study, prepared)
+            with pytest.raises(DataError, match="the bait rule is empty"):
+                LoggedTruth(prepared, bait_min)
+        else:
+            check_prepared(study, prepared)
+            assert LoggedTruth(prepared, bait_min).bait.any()
+
+
 @pytest.mark.parametrize("name", ["raw_item_id", "item_idx", "split"])
 def test_item_feature_named_like_an_internal_column(tmp_path: Path, name: str) -> None:
     items = pd.DataFrame({"item_id": np.arange(40), name: np.arange(40) * 1000})

@@ -129,7 +129,8 @@ def check_prepared(study: Study, prepared: Any) -> None:
 
     On real data the clickbait rule of docs/protocol.md section 4 needs an item with at least
     ``eval.bait_min_impressions`` *training* impressions and one click; without one, evaluation would fail
-    after every model was trained.
+    after every model was trained. The condition is that of :func:`dmtl.truth.real_bait_items` (restated
+    here so that the prepare stage does not depend on the evaluation's code; a test ties the two).
 
     Raises:
         DataError: naming the training split, the column and the fix.

@@ -95,9 +95,10 @@ def execute(
                 progress_bar=False,
                 log_output=False,
                 cwd=None,
-                # The kernel's own start-up warnings (e.g. "running over TCP without encryption" on a local
-                # kernel) would print beside the one ERROR line a failure gives; cell errors are unaffected.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # The kernel's own log (a start-up warning about TCP without encryption on a local kernel, a
+                # KeyboardInterrupt logged when it is shut down) would print beside the one ERROR line a
+                # failure gives. Cell errors and a dead kernel still reach papermill, and this message.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except pm.PapermillExecutionError as e:
             where = failing_line(e.traceback)
