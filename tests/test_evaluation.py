@@ -129,3 +129,10 @@ def test_oracle_p_long_is_the_share_of_the_best_possible_long_read_probability(t
     want = [value[sampled][j, u].sum() / np.sort(value[sampled][j])[-5:].sum() for j, u in enumerate(uniq)]
     np.testing.assert_allclose(rand, want, rtol=1e-9)
     assert np.isfinite(got["random"]["oracle_read_time@5"]).all()  # read time: every user
+
+
+def test_population_without_any_test_long_read():
+    """A small real log where no test click is a long read: no positives, no crash."""
+    prep = _prepared([(0, 0, 1, 1, "train"), (0, 1, 1, 0, "test")], 1, 2)
+    pop = Population.build(prep, history_mask=True)
+    assert len(pop.long_pairs[0]) == 0 and list(zip(*pop.click_pairs, strict=True)) == [(0, 1)]

@@ -78,7 +78,7 @@ class Population:
 
         def pairs(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
             r, i = row_of.get_indexer(part["user_idx"]), part["item_idx"].to_numpy()
-            if history is not None:
+            if history is not None and len(r):
                 fresh = np.asarray(history[r, i]).ravel() == 0
                 r, i = r[fresh], i[fresh]
             return r, i
