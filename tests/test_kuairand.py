@@ -166,8 +166,10 @@ def test_user_and_video_features_with_missing_values(pure_dir: Path) -> None:
         "visible_status",
         "video_length_band",
         "author_id",
+        "length_s",  # the video's length in seconds: for the length-aware labels, not a feature
     ]
     assert items["item_id"].tolist() == [100, 101, 102]
+    np.testing.assert_array_equal(items["length_s"].to_numpy(), [10.0, np.nan, 30.0])
     assert items["tag"].tolist() == ["39", "39", "missing"]
     assert items["music_type"].tolist() == ["9", "9", "missing"]
     assert items["visible_status"].tolist() == ["0", "0", "0"]

@@ -63,6 +63,14 @@ class DataConfig:
     val_days: int = rule(number(1, None, True), "last day(s) of the training period: early stopping")
     test_days: int = rule(number(1, None, True), "last day(s) of the log: the test period")
     tau: str | float = rule(tau, "long-read threshold: 'mean' clicked training duration (paper) or seconds")
+    long_read: V.LongReadRule = rule(
+        choice(V.LONG_READ_RULES),
+        "auto | duration (> tau) | completion (played share) | length_band (tau per item-length band)",
+    )
+    completion_threshold: float = rule(
+        number(0.01, 10.0), "long_read = completion: the played share of the item"
+    )
+    length_bands: int = rule(number(1, 50, True), "long_read = length_band: quantile bands of item length")
     # Reading and plausibility rules of the real-data loaders (dmtl.schema.LoadOptions, docs/data_formats.md
     # section 4); the simulator ignores them.
     encoding: str = rule(encoding, "kuairand / generic: text encoding of the CSV files")
@@ -230,6 +238,9 @@ class EvalConfig:
     history_mask: bool = rule(boolean, "retrieval skips the items each user was shown on the training days")
     oracle_users: int = rule(
         number(1, None, True), "simulated: retrieval users (a fixed sample) of oracle_p_long"
+    )
+    bait_min_items: int = rule(
+        number(1, None, True), "real data: bait_share is reported only when at least this many items qualify"
     )
     bait_min_impressions: int = rule(
         number(1, None, True), "real data: training impressions for the bait rule"

@@ -119,7 +119,11 @@ Scorer = Callable[[np.ndarray, Population, GroundTruth, Sequence[int]], dict[int
 SCORERS: dict[str, Scorer] = {
     "recall_long": lambda t, pop, truth, ks: M.recall_at_k(t, *pop.long_pairs, ks, return_per_user=True),
     "recall_click": lambda t, pop, truth, ks: M.recall_at_k(t, *pop.click_pairs, ks, return_per_user=True),
-    "bait_share": lambda t, pop, truth, ks: M.bait_share_at_k(t, truth.bait, ks, return_per_user=True),
+    "bait_share": lambda t, pop, truth, ks: (
+        M.bait_share_at_k(t, truth.bait, ks, return_per_user=True)
+        if truth.bait is not None
+        else {k: np.full(len(t), np.nan) for k in ks}
+    ),
     "recall_long_warm_users": lambda t, pop, truth, ks: _segment(pop, t, ks, pop.warm_users, None),
     "recall_long_cold_users": lambda t, pop, truth, ks: _segment(pop, t, ks, ~pop.warm_users, None),
     "recall_long_warm_items": lambda t, pop, truth, ks: _segment(pop, t, ks, None, True),

@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 from dmtl.io import read_json, write_json, write_parquet
+from dmtl.labels import long_read_labels, resolve_rule
 from dmtl.schema import (
+    ITEM_LENGTH,
     RESERVED_FEATURE_NAMES,
     DataError,
     FeedLog,
@@ -175,28 +177,16 @@ def _encode_table(
     return pd.DataFrame(out), cards, names
 
 
-def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | float = "mean") -> Prepared:
-    """Split ``feed`` by day, set the long-read label and encode every feature (vectorised).
+@dataclass(frozen=True)
+class LabelRule:
+    """How ``y_d`` is decided (:mod:`dmtl.labels`): ``data.long_read`` and its settings."""
 
-    Args:
-        feed: the log in the generic schema (any source).
-        val_days: days before the test period that validate (early stopping, tuning).
-        test_days: the last days of the log: the test period.
-        tau: ``'mean'`` (mean clicked training duration, the paper's rule) or seconds.
+    rule: str = "duration"
+    completion_threshold: float = 1.0
+    length_bands: int = 5
 
-    Returns:
-        The encoded impressions (sorted by day, then time), user and item tables, and the metadata.
 
-    Raises:
-        DataError: a missing or mistyped impression column, a broken schema invariant
-            (:func:`dmtl.schema.check_feed_log`), a feature column with a reserved name, a repeated
-            (user, item, time) impression, or a split left empty by the day counts.
-        ValueError: a bad ``tau``.
-    """
-    # Every source goes through the same checks here, the simulator included, so no loader can hand the
-    # models a log that breaks the schema.
-    imp = coerce_impressions(feed.impressions, feed.source)
-    check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
+def _check_feature_names(feed: FeedLog) -> None:
     for table in (feed.users, feed.items):
         reserved = [c for c in table.columns if c in RESERVED_FEATURE_NAMES]
         if reserved:
@@ -209,6 +199,15 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
                 f"(reserved: {list(RESERVED_FEATURE_NAMES)})",
                 f"rename the column, e.g. to '{reserved[0]}_feature'",
             )
+
+
+def _impressions(feed: FeedLog) -> pd.DataFrame:
+    """The schema-checked impressions without repeats, sorted by day, then time."""
+    # Every source goes through the same checks here, the simulator included, so no loader can hand the
+    # models a log that breaks the schema.
+    imp = coerce_impressions(feed.impressions, feed.source)
+    check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
+    _check_feature_names(feed)
     key = ["user_id", "item_id", "time"]
     repeated = imp.duplicated(key)
     if repeated.any():
@@ -219,22 +218,94 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
             f"{int(repeated.sum())} impressions repeat an earlier (user_id, item_id, time)",
             "drop the duplicates (the real-data loaders keep the first: docs/data_formats.md policies 3-4)",
         )
-    imp = imp.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
+    return imp.sort_values(["day", "time"], kind="stable").reset_index(drop=True)
+
+
+def _context(imp: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Position and the log's own context columns (:mod:`dmtl.schema`), as small vocabularies: no value is
+    learnt from the test period; unknown (negative) -> 0."""
+    pos = imp["position"].to_numpy().astype(np.int64)
+    out = {"ctx_position": np.where(pos < 0, 0, np.minimum(pos, MAX_POSITION_BUCKET - 1) + 1)}
+    for name in context_columns(imp.columns):
+        v = imp[name].to_numpy(np.int64)
+        out[name] = np.where(v < 0, 0, np.minimum(v, MAX_CONTEXT_BUCKET - 1) + 1)
+    return out
+
+
+def prepare(
+    feed: FeedLog,
+    val_days: int = 1,
+    test_days: int = 2,
+    tau: str | float = "mean",
+    labels: LabelRule | None = None,
+) -> Prepared:
+    """Split ``feed`` by day, set the long-read label and encode every feature (vectorised).
+
+    Args:
+        feed: the log in the generic schema (any source); its items may carry ``length_s``.
+        val_days: days before the test period that validate (early stopping, tuning).
+        test_days: the last days of the log: the test period.
+        tau: ``'mean'`` (mean clicked training duration, the paper's rule) or seconds.
+        labels: the long-read rule (:mod:`dmtl.labels`); the paper's duration rule when ``None``.
+
+    Returns:
+        The encoded impressions (sorted by day, then time), user and item tables, and the metadata.
+
+    Raises:
+        DataError: a missing or mistyped impression column, a broken schema invariant
+            (:func:`dmtl.schema.check_feed_log`), a feature column with a reserved name, a repeated
+            (user, item, time) impression, a split left empty by the day counts, or a length-aware rule on
+            items without a length.
+        ValueError: a bad ``tau``.
+    """
+    imp = _impressions(feed)
     day = imp["day"].to_numpy()
     split = split_days(day, val_days, test_days, feed.source)
-    click = imp["click"].to_numpy().astype(np.int8)
-    duration = imp["duration"].to_numpy().astype(np.float32)
-    is_train = split == 0
     for name, code in SPLITS.items():
         if not (split == code).any():
             raise DataError(
                 feed.source, "day", f"the {name} split is empty", "check data.val_days / data.test_days"
             )
+    click = imp["click"].to_numpy().astype(np.int8)
+    duration = imp["duration"].to_numpy().astype(np.float32)
+    is_train = split == 0
     tau_seconds = choose_tau(duration, click, is_train, tau, feed.source)
-    long_read = ((click == 1) & (duration > tau_seconds)).astype(np.int8)
-
-    users = feed.users.reset_index(drop=True)
     items = feed.items.reset_index(drop=True)
+    labels = labels or LabelRule()
+    has_length = ITEM_LENGTH in items.columns
+    rule = resolve_rule(labels.rule, feed.source, has_length)
+    item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
+    length = items[ITEM_LENGTH].to_numpy(np.float64)[item_idx] if has_length else None
+    long_read, label_info = long_read_labels(
+        duration, click, is_train, length, rule, tau_seconds, labels.completion_threshold, labels.length_bands
+    )
+    return _encode(
+        feed,
+        imp,
+        items.drop(columns=[ITEM_LENGTH], errors="ignore"),
+        split,
+        long_read,
+        tau_seconds,
+        tau,
+        label_info,
+    )
+
+
+def _encode(
+    feed: FeedLog,
+    imp: pd.DataFrame,
+    items: pd.DataFrame,
+    split: np.ndarray,
+    long_read: np.ndarray,
+    tau_seconds: float,
+    tau: str | float,
+    label_info: dict[str, Any],
+) -> Prepared:
+    """Encode users, items and context; assemble the prepared impressions and their metadata."""
+    day, is_train = imp["day"].to_numpy(), split == 0
+    click = imp["click"].to_numpy().astype(np.int8)
+    duration = imp["duration"].to_numpy().astype(np.float32)
+    users = feed.users.reset_index(drop=True)
     train_users = np.unique(imp["user_id"].to_numpy()[is_train])
     train_items = np.unique(imp["item_id"].to_numpy()[is_train])
     users_enc, user_cards, user_names = _encode_table(users, "user_id", train_users)
@@ -243,16 +314,9 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
     # to the source's ids, e.g. to ask the simulator's oracle about them.
     users_enc["raw_user_id"] = users["user_id"].to_numpy()
     items_enc["raw_item_id"] = items["item_id"].to_numpy()
-
     user_idx = pd.Index(users["user_id"]).get_indexer(imp["user_id"])
     item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
-    pos = imp["position"].to_numpy().astype(np.int64)
-    ctx_position = np.where(pos < 0, 0, np.minimum(pos, MAX_POSITION_BUCKET - 1) + 1)
-    # The log's own context columns (dmtl.schema): small fixed vocabularies like position, so no value is
-    # learnt from the test period; negative = unknown -> 0.
-    context = {name: imp[name].to_numpy(np.int64) for name in context_columns(imp.columns)}
-    context = {n: np.where(v < 0, 0, np.minimum(v, MAX_CONTEXT_BUCKET - 1) + 1) for n, v in context.items()}
-
+    context = _context(imp)
     encoded = pd.DataFrame(
         {
             "user_id": imp["user_id"].to_numpy(),
@@ -261,8 +325,7 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
             "position": imp["position"].to_numpy(),
             "user_idx": user_idx.astype(np.int64),
             "item_idx": item_idx.astype(np.int64),
-            "ctx_position": ctx_position.astype(np.int64),
-            **context,
+            **{n: v.astype(np.int64) for n, v in context.items()},
             "click": click,
             "duration": duration,
             "long_read": long_read,
@@ -270,7 +333,6 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
         }
     )
     clicked_train = duration[(click == 1) & is_train]
-    mean_clicked = float(clicked_train.mean()) if clicked_train.size else 1.0
     n_oov_test_users = int((users_enc["user_id"].to_numpy()[user_idx[split == 2]] == 0).sum())
     n_oov_test_items = int((items_enc["item_id"].to_numpy()[item_idx[split == 2]] == 0).sum())
     if n_oov_test_users or n_oov_test_items:
@@ -283,14 +345,15 @@ def prepare(feed: FeedLog, val_days: int = 1, test_days: int = 2, tau: str | flo
         "source": feed.source,
         "tau_seconds": tau_seconds,
         "tau_rule": "mean clicked training duration" if tau == "mean" else "fixed seconds",
-        "mean_clicked_train_duration": mean_clicked,
+        **label_info,
+        "mean_clicked_train_duration": float(clicked_train.mean()) if clicked_train.size else 1.0,
         "duration_cap_seconds": float(np.quantile(clicked_train, 0.99)) if clicked_train.size else 1.0,
         "user_features": user_names,
         "item_features": item_names,
-        "context_features": ["ctx_position", *context],
+        "context_features": list(context),
         "user_cardinalities": user_cards,
         "item_cardinalities": item_cards,
-        "context_cardinalities": [MAX_POSITION_BUCKET + 1] + [MAX_CONTEXT_BUCKET + 1] * len(context),
+        "context_cardinalities": [MAX_POSITION_BUCKET + 1] + [MAX_CONTEXT_BUCKET + 1] * (len(context) - 1),
         "split_days": {name: sorted(np.unique(day[split == code]).tolist()) for name, code in SPLITS.items()},
         "n_impressions": {name: int((split == code).sum()) for name, code in SPLITS.items()},
         "n_users": len(users),

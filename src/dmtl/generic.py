@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dmtl.schema import (
+    ITEM_LENGTH,
     REQUIRED_COLUMNS,
     RESERVED_FEATURE_NAMES,
     SCHEMA_COLUMNS,
@@ -596,6 +597,13 @@ def feature_table(frame: pd.DataFrame, id_column: str, key: str, file: Path) -> 
         if column == id_column:
             continue
         values = frame[column]
+        if column == ITEM_LENGTH and key == "item_id":
+            # The item's length is not a feature: it is kept in seconds for the length-aware labels.
+            length = to_numbers(values, file, column)
+            if (length[np.isfinite(length)] <= 0).any():
+                raise DataError(file, column, "lengths <= 0 seconds", f"store '{column}' as seconds > 0")
+            out[column] = length
+            continue
         if pd.api.types.is_float_dtype(values):
             x = values.to_numpy(dtype="float64", na_value=np.nan)
             if not np.array_equal(x[np.isfinite(x)], np.round(x[np.isfinite(x)])):
@@ -664,7 +672,8 @@ def attach_features(
             key,
             MISSING,
         )
-        filler = pd.DataFrame({c: (absent if c == key else MISSING) for c in table.columns})
+        fill = {key: absent, ITEM_LENGTH: np.nan}  # an unknown length is unknown, not a category
+        filler = pd.DataFrame({c: fill.get(c, MISSING) for c in table.columns})
         table = pd.concat([table, filler.astype(table.dtypes.to_dict())], ignore_index=True)
     return table.sort_values(key, kind="stable").reset_index(drop=True)
 

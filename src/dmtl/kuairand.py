@@ -41,7 +41,7 @@ from dmtl.generic import (
     to_numbers,
     yyyymmdd_to_days,
 )
-from dmtl.schema import DataError, FeedLog, LoadOptions, LogSize
+from dmtl.schema import ITEM_LENGTH, DataError, FeedLog, LoadOptions, LogSize
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +381,9 @@ def load_kuairand(
     videos["video_length_band"] = (
         pd.Series(bands, index=videos.index[first]).reindex(videos.index).fillna(MISSING)
     )
-    videos = videos.drop(columns="video_duration")[["video_id", *ITEM_FEATURES]]
+    # The video's own length, in seconds, for the length-aware long-read labels (not a feature).
+    videos[ITEM_LENGTH] = np.where(video_ms > 0, video_ms / 1000.0, np.nan)
+    videos = videos.drop(columns="video_duration")[["video_id", *ITEM_FEATURES, ITEM_LENGTH]]
     items = feature_table(videos, "video_id", "item_id", video_files[0].path)
 
     meta = {

@@ -54,6 +54,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "time", "click", "dur
 """The schema names every real log must have (the others, ``position`` and ``day``, are optional)."""
 
 
+ITEM_LENGTH = "length_s"
+"""Optional column of the items table: the item's length in seconds (reading time of a full read, a video's
+duration). It is not a feature: the length-aware long-read rules use it (:mod:`dmtl.labels`)."""
+
 RESERVED_FEATURE_NAMES: tuple[str, ...] = (
     "raw_user_id",
     "raw_item_id",

@@ -24,8 +24,8 @@ class GroundTruth(Protocol):
     """What evaluation may know beyond the logged labels."""
 
     simulated: bool
-    bait: np.ndarray
-    """Boolean clickbait flag per corpus item."""
+    bait: np.ndarray | None
+    """Boolean clickbait flag per corpus item (``None``: too few items qualify to report a bait share)."""
     bait_rule: str
     """One line saying how ``bait`` was decided, printed beside every ``bait_share``."""
 
@@ -56,7 +56,10 @@ class SimulatorTruth:
         self.raw_items = prepared.items["raw_item_id"].to_numpy()
         self.raw_users = prepared.users["raw_user_id"].to_numpy()
         self.tau_seconds = prepared.tau_seconds
-        self.sample_users = sample_users
+        # The oracle's long-read probability is P(duration > tau): defined for the duration rule only.
+        self.sample_users = (
+            sample_users if prepared.meta.get("long_read_rule", "duration") == "duration" else 0
+        )
         self.bait = (
             oracle.items.set_index("item_id").loc[self.raw_items, "is_clickbait"].to_numpy().astype(bool)
         )
@@ -119,19 +122,33 @@ class SimulatorTruth:
 
 
 class LoggedTruth:
-    """Real data: the documented bait rule on training impressions (docs/protocol.md section 4)."""
+    """Real data: the documented bait rule on training impressions (docs/protocol.md section 4).
+
+    The rule reads the long-read label, so it follows ``data.long_read``: with a length-aware label a short
+    video is not bait for being short. When fewer than ``min_items`` items qualify, a bait share would rest on
+    a handful of items, so ``bait`` is ``None``, ``bait_share`` is not reported and ``bait_rule`` says why.
+    """
 
     simulated = False
 
-    def __init__(self, prepared: Prepared, min_impressions: int):
+    def __init__(self, prepared: Prepared, min_impressions: int, min_items: int = 1):
         train = prepared.impressions[prepared.split_mask("train")]
-        self.bait, self.bait_rule = real_bait_items(
+        bait, rule = real_bait_items(
             train["item_idx"].to_numpy(),
             train["click"].to_numpy(),
             train["long_read"].to_numpy(),
             min_impressions=min_impressions,
             n_items=len(prepared.items),
         )
+        self.n_bait = int(bait.sum())
+        self.bait: np.ndarray | None = bait
+        self.bait_rule = rule
+        if self.n_bait < min_items:
+            self.bait = None
+            self.bait_rule = (
+                f"not reported: {self.n_bait} item(s) qualify, fewer than eval.bait_min_items = {min_items}, "
+                f"too few for a share to inform ({rule})"
+            )
 
     def oracle_scores(
         self, users: np.ndarray, lists: Mapping[Any, np.ndarray], ks: Sequence[int], history: Any = None
@@ -213,4 +230,4 @@ def load_truth(prepared: Prepared, oracle_dir: Path, ev: EvalConfig) -> GroundTr
         from dmtl.sources.simulator.oracle import Oracle
 
         return SimulatorTruth(Oracle.read(oracle_dir), prepared, ev.oracle_users)
-    return LoggedTruth(prepared, ev.bait_min_impressions)
+    return LoggedTruth(prepared, ev.bait_min_impressions, ev.bait_min_items)

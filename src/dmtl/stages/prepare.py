@@ -8,7 +8,7 @@ from typing import Any
 
 from dmtl.checks import check_prepared, input_summary, preflight
 from dmtl.config import Study
-from dmtl.features import Prepared, prepare
+from dmtl.features import LabelRule, Prepared, prepare
 from dmtl.io import write_json
 from dmtl.paths import Paths
 from dmtl.sources.registry import load_source
@@ -24,7 +24,9 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
     t0 = time.perf_counter()
     preflight(study)
     feed, oracle = load_source(study.data)
-    prepared = prepare(feed, study.data.val_days, study.data.test_days, study.data.tau)
+    data = study.data
+    labels = LabelRule(data.long_read, data.completion_threshold, data.length_bands)
+    prepared = prepare(feed, data.val_days, data.test_days, data.tau, labels)
     check_prepared(study, prepared)
     prepared.write(paths.data)
     summary = data_summary(prepared)
@@ -43,7 +45,8 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
 def data_summary(prepared: Prepared) -> dict[str, Any]:
     """Sizes, rates and tau of the prepared data, per split."""
     imp = prepared.impressions
-    out: dict[str, Any] = {"tau_seconds": prepared.tau_seconds, "tau_rule": prepared.meta["tau_rule"]}
+    keys = ("tau_seconds", "tau_rule", "long_read_rule", "band_edges_s", "band_tau_s", "completion_threshold")
+    out: dict[str, Any] = {k: prepared.meta[k] for k in keys if k in prepared.meta}
     for name in ("train", "val", "test"):
         part = imp[prepared.split_mask(name)]
         clicked = part["click"] == 1
