@@ -51,7 +51,7 @@ def make_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
         x[:, :, ~has_long] = np.nan  # recall_long: users without a long read do not count
         per_user[model] = {m: x[j] for j, m in enumerate(metrics)}
         s = rng.standard_normal((args.seeds, n_imp)) + (0.5 + 0.05 * i) * (click + long_read)
-        scores[model] = {m: s for m in ("auc_click", "auc_ctcvr", "auc_cvr")}
+        scores[model] = dict.fromkeys(("click", "ctcvr", "cvr"), s)
     return per_user, scores, sample, models
 
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats as st
 
-from dmtl import evaluation
 from dmtl.metrics import auc, gauc
 from dmtl.stats import (
     DECISIONS,
@@ -399,10 +396,10 @@ def test_bootstrap_ranking_tasks_and_seed_mean() -> None:
     rng = np.random.default_rng(4)
     sample = _sample(rng, 400, 30)
     scores = rng.standard_normal((2, 400)) + sample.click + sample.long_read
-    teacher = {m: rng.standard_normal((2, 400)) + sample.click for m in ("auc_click", "auc_ctcvr", "auc_cvr")}
+    teacher = {t: rng.standard_normal((2, 400)) + sample.click for t in ("click", "ctcvr", "cvr")}
     draws = Draws.draw(30, 2, 8, seed=0)
     out = bootstrap_ranking(
-        {"dmtl": {m: scores for m in ("auc_click", "auc_ctcvr", "auc_cvr")}, "teacher": teacher},
+        {"dmtl": dict.fromkeys(("click", "ctcvr", "cvr"), scores), "teacher": teacher},
         sample,
         draws,
     )
@@ -415,7 +412,7 @@ def test_bootstrap_ranking_tasks_and_seed_mean() -> None:
         assert out["dmtl"]["gauc_cvr"].per_seed[k] == pytest.approx(
             gauc(sample.long_read[clicked], scores[k, clicked], sample.impression_user[clicked])
         )
-        assert out["teacher"]["auc_ctcvr"].per_seed[k] == auc(ctcvr, teacher["auc_ctcvr"][k])
+        assert out["teacher"]["auc_ctcvr"].per_seed[k] == auc(ctcvr, teacher["ctcvr"][k])
     # Replicate b: the seed-weighted mean of each drawn seed's AUC on the resampled users.
     for b in range(draws.n_boot):
         per_seed = [
@@ -649,15 +646,15 @@ def test_bootstrap_summary_with_ranking_metrics() -> None:
     sample = EvalSample(n_users, sample.impression_user, sample.click, sample.long_read, retrieval_users)
     good = rng.standard_normal((2, n)) + 2.0 * sample.click * sample.long_read
     poor = rng.standard_normal((2, n))
-    tasks = ("auc_click", "auc_ctcvr", "auc_cvr")
-    teacher = {m: good + 0.1 for m in tasks}  # a monotone shift: the same AUCs as dmtl
+    tasks = ("click", "ctcvr", "cvr")
+    teacher = {t: good + 0.1 for t in tasks}  # a monotone shift: the same AUCs as dmtl
     per_user = {
         "dmtl": {"recall_long@100": rng.uniform(0.3, 0.5, (2, 30))},
         "ctr": {"recall_long@100": rng.uniform(0.3, 0.5, (2, 30))},
     }
     out = bootstrap_summary(
         per_user,
-        {"dmtl": {m: good for m in tasks}, "ctr": {m: poor for m in tasks}, "teacher": teacher},
+        {"dmtl": dict.fromkeys(tasks, good), "ctr": dict.fromkeys(tasks, poor), "teacher": teacher},
         sample,
         reference="dmtl",
         n_boot=200,
@@ -673,7 +670,7 @@ def test_bootstrap_summary_with_ranking_metrics() -> None:
         gauc(sample.click, good[1], sample.impression_user)
     )
     assert "recall_long@100" not in m["teacher"]
-    assert set(out["comparisons"]["dmtl_vs_teacher"]) == {f"{p}{t}" for t in tasks for p in ("", "g")}
+    assert set(out["comparisons"]["dmtl_vs_teacher"]) == {f"{p}auc_{t}" for t in tasks for p in ("", "g")}
     c = out["comparisons"]
     assert c["dmtl_vs_ctr"]["auc_ctcvr"]["decision"] == "better"
     assert c["dmtl_vs_teacher"]["auc_ctcvr"]["verdict"] == "no difference: identical in every replicate"
@@ -717,30 +714,4 @@ def test_bootstrap_summary_is_reproducible_and_checks_its_input() -> None:
             reference="dmtl",
         )
     with pytest.raises(ValueError, match="EvalSample"):
-        bootstrap_summary(scores={"dmtl": {"auc_click": np.zeros((2, 5))}}, reference="dmtl")
-
-
-# ------------------------------------------------------------------------------ evaluation's inputs
-def test_evaluation_gives_per_user_values_whose_means_are_the_reported_metrics() -> None:
-    population = evaluation.Population(
-        users=np.array([3, 7, 9]),
-        click_pairs=(np.array([0, 0, 1, 2]), np.array([1, 2, 0, 3])),
-        long_pairs=(np.array([0, 2]), np.array([1, 3])),
-    )
-    truth = SimpleNamespace(bait=np.array([True, False, False, True]))
-    topk = np.array([[1, 0], [0, 3], [2, 1]])
-    per_user = evaluation.retrieval_per_user(topk, population, truth, [1, 2])
-    assert per_user["recall_long@2"] == pytest.approx([1.0, np.nan, 0.0], nan_ok=True)  # row 1: no long read
-    assert per_user["bait_share@1"] == pytest.approx([0.0, 1.0, 0.0])
-    for name, scorer in evaluation.RETRIEVAL_SCORERS.items():
-        for k, mean in scorer(topk, population, truth, [1, 2]).items():
-            assert np.nanmean(per_user[f"{name}@{k}"]) == pytest.approx(mean)
-
-
-def test_eval_sample_places_impressions_and_the_retrieval_population_on_one_user_axis() -> None:
-    test = pd.DataFrame({"user_idx": [9, 3, 3, 5, 9], "click": [1, 0, 1, 0, 0], "long_read": [0, 0, 1, 0, 0]})
-    population = evaluation.Population.from_test(test.assign(item_idx=[0, 1, 2, 3, 4]))
-    sample = evaluation.eval_sample(test, population)
-    assert sample.n_users == 3  # users 3, 5, 9 (5 never clicks: not retrieved, still a test user)
-    assert list(sample.impression_user) == [2, 0, 0, 1, 2]
-    assert list(sample.retrieval_users) == [0, 2]
+        bootstrap_summary(scores={"dmtl": {"click": np.zeros((2, 5))}}, reference="dmtl")

@@ -637,16 +637,13 @@ class EvalSample:
                 raise ValueError(f"retrieval_users must be 1-D integer positions in [0, {self.n_users})")
 
     def ranking_tasks(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """``{auc metric: (rows, labels)}``: the impressions each AUC scores and their labels
-        (docs/protocol.md section 4: click and ctcvr over all impressions, cvr among clicked ones)."""
+        """``{task: (rows, labels)}``: the impressions each ranking task scores and their labels
+        (docs/protocol.md section 4: ``auc_click`` and ``auc_ctcvr`` over all impressions, ``auc_cvr``
+        among clicked ones)."""
         y_c = binary_labels(self.click, "click")
         y_d = binary_labels(self.long_read, "long_read")
         every = np.ones(y_c.size, dtype=bool)
-        return {
-            "auc_click": (every, y_c),
-            "auc_ctcvr": (every, y_c * y_d),
-            "auc_cvr": (y_c == 1, y_d),
-        }
+        return {"click": (every, y_c), "ctcvr": (every, y_c * y_d), "cvr": (y_c == 1, y_d)}
 
 
 def bootstrap_ranking(
@@ -655,15 +652,16 @@ def bootstrap_ranking(
     """Hierarchical bootstrap of the ranking metrics: AUC (and GAUC) per replicate, then the seed mean.
 
     Args:
-        scores: ``{model: {auc metric: (n_seeds, n_imp) scores}}`` with auc metric in ``auc_click``,
-            ``auc_ctcvr``, ``auc_cvr``; every test impression scored (``auc_cvr`` uses the clicked ones).
-            A student scores every task with one array; the teacher each with its own head.
+        scores: ``{model: {task: (n_seeds, n_imp) scores}}`` with task in ``click``, ``ctcvr``, ``cvr``
+            (as :attr:`dmtl.evaluation.Evaluation.test_scores`); every test impression scored (``cvr`` reads
+            the clicked ones). A two-tower model scores every task with one array; the teacher each with
+            its own head.
         sample: the test impressions and their users.
         draws: the replicates (user axis = ``sample.n_users``).
-        gauc: also the ``gauc_*`` twin of each AUC.
+        gauc: also the ``gauc_<task>`` twin of each ``auc_<task>``.
 
     Returns:
-        ``{model: {metric: Replicates}}``.
+        ``{model: {"auc_<task>" | "gauc_<task>": Replicates}}``.
     """
     if draws.users.shape[1] != sample.n_users:
         raise ValueError(f"draws cover {draws.users.shape[1]} users but the sample has {sample.n_users}")
@@ -678,28 +676,28 @@ def bootstrap_ranking(
     gauc_auc: list[np.ndarray] = []
     gauc_n: list[np.ndarray] = []
     for model, block in scores.items():
-        for metric, arr in block.items():
-            if metric not in tasks:
-                raise ValueError(f"scores[{model!r}] has {metric!r}; ranking metrics are {sorted(tasks)}")
-            rows, labels = tasks[metric]
-            x = _seed_array(arr, u_all.size, f"scores[{model!r}][{metric!r}]")
+        for task, arr in block.items():
+            if task not in tasks:
+                raise ValueError(f"scores[{model!r}] has {task!r}; ranking tasks are {sorted(tasks)}")
+            rows, labels = tasks[task]
+            x = _seed_array(arr, u_all.size, f"scores[{model!r}][{task!r}]")
             if x.shape[0] != n_seeds:
-                raise ValueError(f"scores[{model!r}][{metric!r}] has {x.shape[0]} seeds, the draws {n_seeds}")
+                raise ValueError(f"scores[{model!r}][{task!r}] has {x.shape[0]} seeds, the draws {n_seeds}")
             y, u = labels[rows], u_all[rows]
             per_seed = np.empty((w_users.shape[0], n_seeds))
             for k in range(n_seeds):
                 s = x[k, rows]
                 if not np.isfinite(s).all():
-                    raise ValueError(f"scores[{model!r}][{metric!r}] seed row {k} has non-finite scores")
+                    raise ValueError(f"scores[{model!r}][{task!r}] seed row {k} has non-finite scores")
                 per_seed[:, k] = _auc_rows(y, s, u, wt)
                 if gauc:
                     a, n = _per_user_auc(y, s, u, sample.n_users)
                     gauc_auc.append(a)
                     gauc_n.append(n)
             if gauc:
-                gauc_keys.append((model, "g" + metric))
+                gauc_keys.append((model, f"gauc_{task}"))
             values = seed_means(per_seed, w_seeds)
-            out.setdefault(model, {})[metric] = Replicates(per_seed[0], float(values[0]), values[1:])
+            out.setdefault(model, {})[f"auc_{task}"] = Replicates(per_seed[0], float(values[0]), values[1:])
     if gauc_keys:
         means = user_weighted_means(np.array(gauc_auc), w_users, weights=np.array(gauc_n))
         means = means.reshape(means.shape[0], len(gauc_keys), n_seeds)
@@ -913,8 +911,8 @@ def bootstrap_summary(
             (``recall_long@K``, ``recall_click@K``, ``bait_share@K``, ``oracle_read_time@K``, ...), rows in
             the seed order shared by every input, columns the retrieval population's users in one order
             (``sample.retrieval_users`` places them on the user axis); ``nan`` = the user does not count.
-        scores: ``{model: {auc metric: (n_seeds, n_imp)}}`` test scores for ``auc_click``, ``auc_ctcvr``,
-            ``auc_cvr`` (see :func:`bootstrap_ranking`); their ``gauc_*`` twins come with ``gauc``.
+        scores: ``{model: {task: (n_seeds, n_imp)}}`` test scores of the ranking tasks ``click``, ``ctcvr``,
+            ``cvr`` for ``auc_<task>`` (see :func:`bootstrap_ranking`); ``gauc_<task>`` come with ``gauc``.
         sample: the test users and impressions; required with ``scores``; without it the user axis is the
             columns of ``per_user``.
         reference: the model every competitor is compared with.
@@ -949,7 +947,7 @@ def bootstrap_summary(
         ``se`` is the replicates' standard deviation. ``decision`` is a code of :data:`DECISIONS`.
     """
     level = _level(level)
-    alpha = 1.0 - level
+    alpha = round(1.0 - level, 12)  # 0.05, not 0.050000000000000044
     per_user = per_user or {}
     scores = scores or {}
     per_seed = per_seed or {}
