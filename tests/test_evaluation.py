@@ -8,7 +8,14 @@ import pytest
 from scipy import sparse
 
 from dmtl import retrieval as R
-from dmtl.evaluation import SCORERS, Population, popularity_towers
+from dmtl.evaluation import (
+    SCORERS,
+    Evaluation,
+    Population,
+    bootstrap_inputs,
+    eval_sample,
+    popularity_towers,
+)
 from dmtl.features import SPLITS, Prepared
 
 
@@ -136,3 +143,47 @@ def test_population_without_any_test_long_read():
     prep = _prepared([(0, 0, 1, 1, "train"), (0, 1, 1, 0, "test")], 1, 2)
     pop = Population.build(prep, history_mask=True)
     assert len(pop.long_pairs[0]) == 0 and list(zip(*pop.click_pairs, strict=True)) == [(0, 1)]
+
+
+# ------------------------------------------------------------------------------ the statistics' inputs
+def _population(users: list[int]) -> Population:
+    empty = (np.empty(0, dtype=int), np.empty(0, dtype=int))
+    n = len(users)
+    return Population(np.array(users), empty, empty, None, np.ones(n, bool), np.ones(4, bool))
+
+
+def test_eval_sample_places_impressions_and_the_retrieval_population_on_one_user_axis():
+    test = pd.DataFrame({"user_idx": [9, 3, 3, 5, 9], "click": [1, 0, 1, 0, 0], "long_read": [0, 0, 1, 0, 0]})
+    sample = eval_sample(test, _population([3, 9]))  # users who clicked
+    assert sample.n_users == 3  # users 3, 5, 9 (5 never clicks: not retrieved, still a test user)
+    np.testing.assert_array_equal(sample.impression_user, [2, 0, 0, 1, 2])
+    np.testing.assert_array_equal(sample.retrieval_users, [0, 2])
+
+
+def test_bootstrap_inputs_stack_seeds_in_order():
+    test = pd.DataFrame({"user_idx": [9, 3, 3], "click": [1, 0, 1], "long_read": [0, 0, 1]})
+    score = {0: np.array([0.1, 0.2, 0.3]), 1: np.array([0.4, 0.5, 0.6])}
+    result = Evaluation(
+        pd.DataFrame(),
+        _population([3, 9]),
+        per_user={
+            ("dmtl", 0): {"recall_long@1": np.array([1.0, np.nan])},
+            ("dmtl", 1): {"recall_long@1": np.array([0.5, 0.0]), "oracle_p_long@1": np.array([0.2, 0.3])},
+        },
+        test_scores={
+            ("dmtl", 0): dict.fromkeys(("click", "ctcvr", "cvr"), score[0]),
+            ("dmtl", 1): dict.fromkeys(("click", "ctcvr", "cvr"), score[1]),
+            ("teacher", 0): {"click": score[0], "ctcvr": score[1], "cvr": score[0]},
+            ("teacher", 1): {"click": score[1], "ctcvr": score[0], "cvr": score[1]},
+        },
+    )
+    per_user, scores, sample = bootstrap_inputs(result, test, seeds=[1, 0])
+    np.testing.assert_array_equal(per_user["dmtl"]["recall_long@1"], [[0.5, 0.0], [1.0, np.nan]])
+    np.testing.assert_array_equal(per_user["dmtl"]["oracle_p_long@1"], [[0.2, 0.3], [np.nan, np.nan]])
+    assert "teacher" not in per_user
+    np.testing.assert_array_equal(scores["dmtl"]["cvr"], [score[1], score[0]])
+    assert scores["dmtl"]["click"] is scores["dmtl"]["ctcvr"]  # one array for a model's one score
+    np.testing.assert_array_equal(scores["teacher"]["ctcvr"], [score[0], score[1]])
+    assert sample.n_users == 2 and list(sample.retrieval_users) == [0, 1]
+    with pytest.raises(ValueError, match="seeds"):
+        bootstrap_inputs(result, test, seeds=[0, 1, 2])

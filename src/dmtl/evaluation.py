@@ -30,6 +30,7 @@ from dmtl import vocab as V
 from dmtl.artifacts import Towers
 from dmtl.config import EvalConfig
 from dmtl.features import Prepared
+from dmtl.stats import EvalSample
 from dmtl.truth import GroundTruth
 
 TEACHER_HEADS = {"click": "p_ctr", "ctcvr": "p_ctcvr", "cvr": "p_cvr"}
@@ -318,6 +319,58 @@ def evaluate_models(
     result.per_seed = pd.DataFrame(rows)
     result.sample = pd.concat(samples, ignore_index=True) if samples else pd.DataFrame()
     return result
+
+
+def eval_sample(test: pd.DataFrame, population: Population) -> EvalSample:
+    """What the bootstrap of :mod:`dmtl.stats` resamples: every test user (the unit), each test impression's
+    position among them, its labels, and where the retrieval population's rows sit among them."""
+    users = np.unique(test["user_idx"].to_numpy())
+    return EvalSample(
+        n_users=users.size,
+        impression_user=np.searchsorted(users, test["user_idx"].to_numpy()),
+        click=test["click"].to_numpy(),
+        long_read=test["long_read"].to_numpy(),
+        retrieval_users=np.searchsorted(users, population.users),
+    )
+
+
+def bootstrap_inputs(
+    result: Evaluation, test: pd.DataFrame, seeds: Sequence[int]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]], EvalSample]:
+    """The inputs of :func:`dmtl.stats.bootstrap_summary` from what :func:`evaluate_models` kept.
+
+    Args:
+        result: the evaluation (its ``per_user`` and ``test_scores``).
+        test: the test impressions it scored (``user_idx``, ``click``, ``long_read``), in its order.
+        seeds: the model seeds, in the order every input's rows take.
+
+    Returns:
+        ``(per_user, scores, sample)``: ``{model: {metric: (n_seeds, n_retrieval_users)}}`` (a metric a model
+        lacks on a seed is a row of ``nan`` there), ``{model: {task: (n_seeds, n_test)}}`` (a model that
+        scores every task with one score gets one array for all of them) and the :class:`EvalSample`.
+    """
+    n_rows = len(result.population.users)
+    missing = np.full(n_rows, np.nan)
+    per_user: dict[str, dict[str, np.ndarray]] = {}
+    for model in dict.fromkeys(m for m, _ in result.per_user):
+        by_seed = [result.per_user.get((model, s), {}) for s in seeds]
+        names = dict.fromkeys(name for values in by_seed for name in values)
+        per_user[model] = {name: np.stack([v.get(name, missing) for v in by_seed]) for name in names}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for model in dict.fromkeys(m for m, _ in result.test_scores):
+        absent = [s for s in seeds if (model, s) not in result.test_scores]
+        if absent:
+            raise ValueError(
+                f"{model} has no test scores for seeds {absent}; evaluate every model on every seed"
+            )
+        stacked: dict[tuple[int, ...], np.ndarray] = {}
+        block = {}
+        for task in TEACHER_HEADS:
+            arrays = [result.test_scores[(model, s)][task] for s in seeds]
+            key = tuple(id(a) for a in arrays)
+            block[task] = stacked[key] if key in stacked else stacked.setdefault(key, np.stack(arrays))
+        scores[model] = block
+    return per_user, scores, eval_sample(test, result.population)
 
 
 def at_k_table(per_seed: pd.DataFrame, ks: Sequence[int]) -> pd.DataFrame:

@@ -147,7 +147,13 @@ def per_group_auc(
         raise ValueError(f"groups must have shape {y.shape} like the labels, got {g.shape}")
     if y.size == 0:
         return g[:0], np.empty(0), np.empty(0, dtype=np.int64)
-    order = np.lexsort((s, g))
+    # Sorted by (group, score) as a score sort then a stable group sort: a fraction of np.lexsort's time
+    # (the stable sort is a radix sort on small non-negative integer keys such as user indices).
+    order = np.argsort(s)
+    key = g[order]
+    if np.issubdtype(key.dtype, np.integer) and key.min() >= 0 and key.max() < 2**16:
+        key = key.astype(np.uint16)
+    order = order[np.argsort(key, kind="stable")]
     g, s, y = g[order], s[order], y[order]
     n = y.size
     new_group = np.ones(n, dtype=bool)
