@@ -33,7 +33,7 @@ def _set_threads(n: int) -> None:
 def make_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, list[str]]:
     import numpy as np
 
-    from dmtl.stats import EvalSample
+    from dmtl.stats.bootstrap import EvalSample
 
     rng = np.random.default_rng(0)
     n_imp, n_all = args.impressions, int(args.users * 1.2)  # some test users never click: not retrieved
@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _set_threads(args.threads)
 
     from dmtl.io import write_json
-    from dmtl.stats import Draws, bootstrap_per_user, bootstrap_ranking, bootstrap_summary
+    from dmtl.stats.bootstrap import Draws, bootstrap_per_user, bootstrap_ranking
+    from dmtl.stats.summary import bootstrap_summary
 
     per_user, scores, sample, models = make_inputs(args)
     draws = Draws.draw(sample.n_users, args.seeds, args.n_boot, 0)

@@ -18,6 +18,7 @@ TINY = {
     "teacher.variants": ["no_esmm"],
     "teacher.variant_seeds": 1,
     "sweeps.seeds": [0, 1],
+    "sweeps.students": ["ctr", "dmtl"],
     "sweeps.grid": {"hard_weight": {"param": "students.dmtl.hard_weight", "values": [0.0, 1.0]}},
 }
 

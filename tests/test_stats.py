@@ -12,31 +12,33 @@ import pytest
 from scipy import stats as st
 
 from dmtl.metrics import auc, gauc
-from dmtl.stats import (
-    DECISIONS,
+from dmtl.stats.auc import bootstrap_auc
+from dmtl.stats.bootstrap import (
     Draws,
     EvalSample,
-    bootstrap_auc,
     bootstrap_gauc,
-    bootstrap_p,
     bootstrap_per_user,
     bootstrap_ranking,
-    bootstrap_summary,
-    bounded_t_interval,
+    seed_means,
+    user_weighted_means,
+)
+from dmtl.stats.decisions import (
+    DECISIONS,
+    bootstrap_p,
     decide,
-    difference_bounds,
     equivalence_p,
     holm,
+    t_equivalence_p,
+    t_test_p,
+)
+from dmtl.stats.intervals import (
+    bounded_t_interval,
+    difference_bounds,
     mean_ci,
     paired_diff,
     percentile_interval,
-    seed_means,
-    summarise,
-    t_equivalence_p,
-    t_test_p,
-    user_weighted_means,
-    verdict,
 )
+from dmtl.stats.summary import bootstrap_summary
 
 T_975_DF2 = 4.302652729911275  # Student-t 97.5% quantile, 2 degrees of freedom (tables: 4.303)
 T_975_DF3 = 3.182446305284263  # 3 degrees of freedom (tables: 3.182)
@@ -94,57 +96,6 @@ def test_paired_diff_drops_pairs_with_a_nan_and_checks_lengths() -> None:
     assert d["n"] == 2 and d["n_missing"] == 2 and d["mean"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="per seed"):
         paired_diff([1.0, 2.0], [1.0])
-
-
-def test_verdicts() -> None:
-    better = {"mean": 0.03, "ci_low": 0.01, "ci_high": 0.05, "n": 3}
-    worse = {"mean": -0.03, "ci_low": -0.05, "ci_high": -0.01, "n": 3}
-    straddle = {"mean": 0.01, "ci_low": -0.01, "ci_high": 0.03, "n": 3}
-    touching = {"mean": 0.01, "ci_low": 0.0, "ci_high": 0.02, "n": 3}  # interval must *exclude* zero
-    assert verdict(better, True, name_b="ctr") == "dmtl better than ctr"
-    assert verdict(worse, True, name_b="ctr") == "dmtl worse than ctr"
-    # Lower is better (bait share): a positive difference means dmtl is worse.
-    assert verdict(better, False, name_b="ctr") == "dmtl worse than ctr"
-    assert verdict(worse, False, name_b="ctr") == "dmtl better than ctr"
-    assert verdict(straddle, True) == "no significant difference"
-    assert verdict(touching, True) == "no significant difference"
-    assert verdict(paired_diff([0.7], [0.6]), True) == "undetermined (n=1 paired seeds)"
-    assert verdict({"ci_low": None, "ci_high": None, "n": 0}, True).startswith("undetermined")
-
-
-def test_summarise_structure_directions_and_json() -> None:
-    per_seed = {
-        "dmtl": {"auc_ctcvr": [0.70, 0.72, 0.74], "bait_share@50": [0.10, 0.11, 0.12]},
-        "ctr": {"auc_ctcvr": [0.68, 0.69, 0.70], "bait_share@50": [0.20, 0.22, 0.21]},
-        "teacher": {"auc_ctcvr": [0.75, 0.76, float("nan")]},
-    }
-    out = summarise(per_seed, "dmtl", {"auc_ctcvr": True, "bait_share": False})
-    json.dumps(out, allow_nan=False)  # nan became None: strict JSON
-    assert out["reference"] == "dmtl" and out["level"] == 0.95
-    assert out["models"]["teacher"]["auc_ctcvr"]["n"] == 2
-    assert out["models"]["teacher"]["auc_ctcvr"]["values"][2] is None
-    ctr = out["comparisons"]["dmtl_vs_ctr"]
-    assert ctr["auc_ctcvr"]["verdict"] == "dmtl better than ctr"
-    assert ctr["auc_ctcvr"]["mean"] == pytest.approx(0.03)
-    assert ctr["bait_share@50"]["verdict"] == "dmtl better than ctr"  # lower share, found by prefix
-    assert set(out["comparisons"]["dmtl_vs_teacher"]) == {"auc_ctcvr"}  # teacher has no retrieval metrics
-    assert out["comparisons"]["dmtl_vs_teacher"]["auc_ctcvr"]["n"] == 2
-
-
-def test_summarise_rejects_missing_direction_reference_and_unpaired_seeds() -> None:
-    per_seed = {"dmtl": {"loss": [1.0, 2.0]}, "ctr": {"loss": [1.0, 2.0]}}
-    with pytest.raises(ValueError, match="direction"):
-        summarise(per_seed, "dmtl", {})
-    with pytest.raises(ValueError, match="reference"):
-        summarise(per_seed, "nope", {"loss": False})
-    with pytest.raises(ValueError, match="same seeds"):
-        summarise({"dmtl": {"loss": [1.0, 2.0]}, "ctr": {"loss": [1.0]}}, "dmtl", {"loss": False})
-
-
-def test_verdict_of_a_zero_width_interval_at_zero_is_no_difference() -> None:
-    d = paired_diff([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])
-    assert (d["ci_low"], d["ci_high"]) == (0.0, 0.0)
-    assert verdict(d, False) == "no difference: identical in every seed"
 
 
 # ------------------------------------------------------------------------------- bounded seed intervals

@@ -7,6 +7,7 @@ import pytest
 
 from dmtl import params as P
 from dmtl import sweep
+from dmtl.config import SweepSpec
 
 
 @pytest.mark.parametrize(
@@ -30,23 +31,36 @@ def test_unknown_group_cannot_be_swept():
         sweep.first_stage("sweeps.seeds")
 
 
-def test_point_equal_to_main_run_is_reused_and_others_are_not(tiny_run, tiny_params):
-    base = P.apply_overrides(tiny_params, {"sweeps.seeds": tiny_params.train.seeds})
-    same = P.apply_overrides(base, sweep.point_overrides(base, "students.dmtl.hard_weight", 0.0))
-    reused = sweep.reuse_main_run(base, same, "students.dmtl.hard_weight", 0.0, tiny_run)
-    assert reused is not None
-    assert set(reused["model"]) == {"teacher", *base.sweeps.students}
-    per_seed = pd.read_parquet(tiny_run / "metrics" / "per_seed.parquet")
-    dmtl = per_seed[per_seed.model == "dmtl"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(reused[reused.model == "dmtl"].reset_index(drop=True), dmtl)
-    other = P.apply_overrides(base, sweep.point_overrides(base, "students.dmtl.hard_weight", 0.5))
-    assert sweep.reuse_main_run(base, other, "students.dmtl.hard_weight", 0.5, tiny_run) is None
+def test_a_point_whose_models_the_main_run_trained_only_evaluates(tiny_run, tiny_params):
+    base = P.apply_overrides(tiny_params, {"sweeps.seeds": list(tiny_params.train.seeds)})
+    spec = SweepSpec("students.dmtl.hard_weight", (0.0, 0.5))
+
+    def point(value, **extra):
+        return P.apply_overrides(base, {**sweep.point_overrides(base, spec, value), **extra})
+
+    assert sweep.same_models_as_main(base, point(0.0), tiny_run)
+    assert not sweep.same_models_as_main(base, point(0.5), tiny_run)
+    # Fewer seeds than the main run: the same models (each seed's run is deterministic).
+    assert sweep.same_models_as_main(base, point(0.0, **{"train.seeds": [1]}), tiny_run)
+    assert not sweep.same_models_as_main(base, point(0.0, **{"train.seeds": [0, 5]}), tiny_run)
     # A simulator knob set to its preset's default is the main run's world.
-    knob = P.apply_overrides(base, sweep.point_overrides(base, "data.sim.clickbait_share", 0.15))
     from dmtl.sources.simulator.config import make_config
 
+    knob = SweepSpec("data.sim.clickbait_share", (0.15,))
     assert make_config("tiny").clickbait_share == 0.15
-    assert sweep.reuse_main_run(base, knob, "data.sim.clickbait_share", 0.15, tiny_run) is not None
+    same = P.apply_overrides(base, sweep.point_overrides(base, knob, 0.15))
+    assert sweep.same_models_as_main(base, same, tiny_run)
+    # The evaluation's own settings never require retraining.
+    assert sweep.same_models_as_main(base, point(0.0, **{"eval.ks": [10, 20]}), tiny_run)
+
+
+def test_point_overrides_set_every_strong_competitor_and_the_fixed_keys(tiny_params):
+    spec = SweepSpec("students.dmtl.kl_temperature", (2.0,), {"students.dmtl.distill_loss": "kl"})
+    over = sweep.point_overrides(tiny_params, spec, 2.0)
+    assert over["students.dmtl.distill_loss"] == "kl" and over["students.dmtl.kl_temperature"] == 2.0
+    assert over["students.names"] == [*tiny_params.sweeps.students] and over["teacher.variants"] == []
+    assert sweep.first_stage(spec.param, *spec.fixed) == "student"
+    assert sweep.first_stage("students.dmtl.hard_weight", "data.sim.fan_strength") == "prepare"
 
 
 def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tmp_path):
@@ -59,7 +73,8 @@ def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tm
     (base_root / "artifacts").symlink_to(tiny_run / "artifacts")
     (base_root / "metrics").symlink_to(tiny_run / "metrics")
     point = P.apply_overrides(
-        tiny_params, sweep.point_overrides(tiny_params, "students.dmtl.hard_weight", 1.0)
+        tiny_params,
+        sweep.point_overrides(tiny_params, SweepSpec("students.dmtl.hard_weight", (1.0,)), 1.0),
     )
     point = P.apply_overrides(point, {"train.seeds": tiny_params.train.seeds})
     root = tmp_path / "point"
@@ -90,8 +105,7 @@ def test_points_run_side_by_side_give_the_sequential_results(tiny_run, tiny_para
     results = {}
     for mode, papermill in (("parallel", True), ("sequential", False)):
         results[mode] = sweep.run_sweep(
-            "students.dmtl.hard_weight",
-            [0.5, 1.0],
+            SweepSpec("students.dmtl.hard_weight", (0.5, 1.0)),
             tmp_path / mode / "out",
             tmp_path / mode / "runs",
             params_file=base_root / "params.yaml",

@@ -30,6 +30,7 @@ from dmtl.rules import (
     encoding,
     int_list,
     mapping,
+    margins,
     number,
     number_list,
     subset,
@@ -231,6 +232,14 @@ class EvalConfig:
     ann_nprobe: int = rule(number(1, None, True), "ivf_flat: lists probed per query")
     ann_ef_search: int = rule(number(1, None, True), "hnsw: candidate list per query")
     ci_level: float = rule(number(0.5, 0.999), "confidence level of every interval")
+    n_boot: int = rule(
+        number(100, 100_000, True), "bootstrap replicates (users x seeds) of the retrieval metrics"
+    )
+    n_boot_ranking: int = rule(number(100, 100_000, True), "bootstrap replicates of the ranking AUCs")
+    bootstrap_seed: int = rule(number(0, None, True), "seed of the bootstrap's random draws")
+    margins: dict[str, float] = rule(
+        margins, "equivalence margin per metric (base name): TOST within +-margin"
+    )
     reference: str = rule(choice(V.STUDENT_NAMES), "the model every other one is compared with")
     baselines: tuple[str, ...] = rule(
         subset(V.BASELINE_NAMES), "popularity lists evaluated beside the students"
@@ -266,10 +275,21 @@ class TuningConfig:
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """One sweep of ``sweeps.grid``: a dotted parameter and its values."""
+    """One sweep of ``sweeps.grid``: a dotted parameter and its values.
+
+    Attributes:
+        param: the swept dotted key.
+        values: its values, one grid point each.
+        fixed: dotted keys set at every point (e.g. ``students.dmtl.distill_loss: kl`` for a sweep of the KL
+            temperature).
+        regime: the sweep moves a property of the data (density, cold items, ...): one axis of the report's
+            map of where distillation helps, rather than an ablation of a modelling choice.
+    """
 
     param: str
     values: tuple[Any, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    regime: bool = False
 
 
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -286,15 +306,20 @@ def sweep_grid(key: str, value: Any) -> dict[str, SweepSpec]:
             )
         if (
             not isinstance(spec, Mapping)
-            or set(spec) != {"param", "values"}
+            or not {"param", "values"} <= set(spec) <= {"param", "values", "fixed", "regime"}
             or not isinstance(spec["param"], str)
             or not isinstance(spec["values"], list | tuple)
             or not spec["values"]
+            or not isinstance(spec.get("fixed", {}), Mapping)
+            or not isinstance(spec.get("regime", False), bool)
         ):
             raise ParamsError(
-                f"sweeps.grid.{name} = {spec!r} must be {{param: dotted.key, values: [a non-empty list]}}"
+                f"sweeps.grid.{name} = {spec!r} must be {{param: dotted.key, values: [a non-empty list]}}, "
+                "optionally with fixed: {dotted.key: value} and regime: true|false"
             )
-        out[name] = SweepSpec(spec["param"], tuple(spec["values"]))
+        out[name] = SweepSpec(
+            spec["param"], tuple(spec["values"]), dict(spec.get("fixed", {})), spec.get("regime", False)
+        )
     return out
 
 
@@ -305,7 +330,10 @@ class SweepsConfig:
     seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds of every grid point")
     students: tuple[str, ...] = rule(subset(V.STUDENT_NAMES, allow_empty=False), "students each point trains")
     workers: int = rule(number(1, 64, True), "grid points run at once")
-    grid: dict[str, SweepSpec] = rule(sweep_grid, "name -> {param, values}")
+    n_boot_ranking: int = rule(
+        number(100, 100_000, True), "bootstrap replicates of the ranking AUCs of a point"
+    )
+    grid: dict[str, SweepSpec] = rule(sweep_grid, "name -> {param, values, fixed, regime}")
 
 
 @dataclass(frozen=True)
@@ -333,7 +361,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, SweepSpec):
-        return {"param": value.param, "values": [_plain(v) for v in value.values]}
+        out = {"param": value.param, "values": [_plain(v) for v in value.values]}
+        if value.fixed:
+            out["fixed"] = _plain(value.fixed)
+        if value.regime:
+            out["regime"] = True
+        return out
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value

@@ -30,7 +30,7 @@ from dmtl import vocab as V
 from dmtl.artifacts import Towers
 from dmtl.config import EvalConfig
 from dmtl.features import Prepared
-from dmtl.stats import EvalSample
+from dmtl.stats.bootstrap import EvalSample
 from dmtl.truth import GroundTruth
 
 TEACHER_HEADS = {"click": "p_ctr", "ctcvr": "p_ctcvr", "cvr": "p_cvr"}

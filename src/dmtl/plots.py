@@ -224,3 +224,54 @@ def student_vs_teacher(sample: pd.DataFrame, path: str | Path | None = None) -> 
     np.atleast_1d(axes)[0].set_ylabel("student score <u, v>")
     fig.tight_layout()
     return save(fig, path)
+
+
+DECISION_COLORS = {
+    "better": "#2ca02c",
+    "worse": "#d62728",
+    "equivalent": "#1f77b4",
+    "no_difference": "#1f77b4",
+    "not_enough_evidence": "#7f7f7f",
+    "undetermined": "#7f7f7f",
+}
+
+
+def regime_map(table: pd.DataFrame, reference: str, path: str | Path | None = None) -> plt.Figure:
+    """The report's central figure: the reference minus the strongest non-distilled model at each value of
+    each regime knob (one column per knob, one row per metric), with its interval; green where the reference
+    is better after correction, red where worse, grey where the evidence does not separate them."""
+    sweeps = list(dict.fromkeys(table["sweep"]))
+    metrics = list(dict.fromkeys(table["metric"]))
+    fig, axes = plt.subplots(
+        len(metrics),
+        len(sweeps),
+        figsize=(3.4 * len(sweeps), 2.9 * len(metrics)),
+        squeeze=False,
+        sharey="row",
+    )
+    for i, metric in enumerate(metrics):
+        for j, sweep in enumerate(sweeps):
+            ax = axes[i][j]
+            part = table[(table["sweep"] == sweep) & (table["metric"] == metric)].reset_index(drop=True)
+            x = np.arange(len(part))
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+            for k, r in part.iterrows():
+                color = DECISION_COLORS.get(r["decision"], "#7f7f7f")
+                ax.errorbar(
+                    [k],
+                    [r["mean"]],
+                    yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]],
+                    marker="o",
+                    capsize=3,
+                    color=color,
+                )
+                ax.annotate(plain(r["strongest"]), (k, r["ci_high"]), fontsize=7, ha="center", va="bottom")
+            ax.set_xticks(x, [plain(v) for v in part["value"]])
+            if i == len(metrics) - 1:
+                ax.set_xlabel(plain(part["param"].iloc[0] if len(part) else sweep).replace("data.sim.", ""))
+            if j == 0:
+                ax.set_ylabel(f"{plain(reference)} − strongest\n{plain(metric)}")
+            if i == 0:
+                ax.set_title(plain(sweep))
+    fig.tight_layout()
+    return save(fig, path)

@@ -15,7 +15,7 @@ from typing import Any
 
 from dmtl import vocab as V
 from dmtl.io import atomic_path, read_json
-from dmtl.report import _fmt, verdict_text
+from dmtl.report import _fmt, primary_metrics, verdict_text
 
 KEY_METRICS = (
     "auc_ctcvr",
@@ -24,22 +24,27 @@ KEY_METRICS = (
     "recall_long",
     "recall_click",
     "bait_share",
+    "oracle_p_long",
     "oracle_read_time",
 )
 """The README table's columns (at-K ones at the headline cut-off)."""
 
 
 def results_markdown(summary: dict[str, Any], title: str) -> str:
-    """A headline table (mean [95% CI]) and the paired verdicts of dmtl against each competitor."""
-    meta = summary["meta"]
+    """The results table (mean [95% interval]), the verdicts against the strongest competitors, and the
+    paired differences of the reference against every model with their Holm-corrected verdicts."""
+    meta, ref = summary["meta"], summary["reference"]
     k = V.main_k(meta["ks"])
     wanted = [f"{m}@{k}" if V.metric(m).at_k else m for m in KEY_METRICS]
     metrics = [m for m in wanted if any(m in d for d in summary["models"].values())]
-    headline = V.headline(meta["ks"])
+    primary = primary_metrics(summary)
+    method = summary.get("method", {})
     lines = [
-        f"{title}: source `{meta['source']}`, seeds {meta['seeds']}, tau = {meta['tau_seconds']:.1f} s, "
-        f"{meta['n_test_impressions']:,} test impressions, retrieval over {meta['n_items']:,} items for "
-        f"{meta['n_retrieval_users']:,} users. Mean [95% interval] over seeds; `bait_share`: lower is better.",
+        f"{title}: source `{meta['source']}`, seeds {meta['seeds']}, tau = {meta['tau_seconds']:.1f} s "
+        f"(long reads: {meta.get('long_read_rule', 'duration')} rule), {meta['n_test_impressions']:,} test "
+        f"impressions, retrieval over {meta['n_items']:,} items for {meta['n_retrieval_users']:,} users (items "
+        f"each was shown on the training days left out). Mean over seeds [95% percentile interval of a bootstrap "
+        f"over test users and seeds, {method.get('n_boot', '?')} replicates]; `bait_share`: lower is better.",
         "",
         "| model | " + " | ".join(metrics) + " |",
         "|---|" + "---|" * len(metrics),
@@ -47,18 +52,13 @@ def results_markdown(summary: dict[str, Any], title: str) -> str:
     for model in V.ordered_models(summary["models"]):
         cells = [_fmt(summary["models"][model].get(m), 3) for m in metrics]
         lines.append(f"| `{model}` | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "In short (each verdict follows from the paired interval below):",
-        "",
-        verdict_text(summary),
-    ]
-    lines += ["", "Paired difference `dmtl − competitor` (same seeds) and verdict:", ""]
-    lines += ["| competitor | " + " | ".join(headline) + " |", "|---|" + "---|" * len(headline)]
+    lines += ["", "In short (Holm-corrected over the headline comparisons):", "", verdict_text(summary)]
+    lines += ["", f"Paired difference `{ref} − competitor` [95% interval] and verdict:", ""]
+    lines += ["| competitor | " + " | ".join(primary) + " |", "|---|" + "---|" * len(primary)]
     for key, per_metric in summary["comparisons"].items():
         other = key.split("_vs_", 1)[1]
         cells = []
-        for m in headline:
+        for m in primary:
             d = per_metric.get(m)
             cells.append("—" if d is None else f"{_fmt(d, 3)}: {d.get('verdict', '')}")
         lines.append(f"| `{other}` | " + " | ".join(cells) + " |")

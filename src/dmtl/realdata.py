@@ -58,8 +58,7 @@ def _run_sweeps(study: Study, root: Path, params_file: str, overrides: dict[str,
         if spec.param.startswith("data.sim") and study.data.source != "simulated":
             continue
         run_sweep(
-            spec.param,
-            list(spec.values),
+            spec,
             root / "sweeps" / name,
             Paths(root).sweeps / name,
             params_file,

@@ -94,8 +94,9 @@ def teacher_table(teacher_summary: Mapping[str, Any], split: str = "test") -> pd
 
 
 def verdict_table(summary: Mapping[str, Any], metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Paired difference reference - competitor with interval and verdict, for each headline metric."""
-    metrics = metrics or V.headline(summary["meta"]["ks"])
+    """Paired difference reference - competitor with interval, Holm-corrected p and verdict, for each
+    headline metric (by default) and every other model."""
+    metrics = metrics or primary_metrics(summary)
     rows = []
     ref = summary["meta"].get("reference", "dmtl")
     for key, per_metric in summary["comparisons"].items():
@@ -109,50 +110,137 @@ def verdict_table(summary: Mapping[str, Any], metrics: Sequence[str] | None = No
                     "comparison": f"{ref} − {other}",
                     "metric": metric,
                     "difference": _fmt(d),
+                    "p (Holm)": _p(d),
                     "verdict": d.get("verdict", ""),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def _claim(summary: Mapping[str, Any], other: str, metric: str) -> tuple[str, Mapping[str, Any] | None]:
-    d = summary["comparisons"].get(f"dmtl_vs_{other}", {}).get(metric)
-    return (d.get("verdict", "not measured") if d else "not measured"), d
+def primary_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """The headline metrics of the run: the primary Holm family of its verdicts (docs/protocol.md section 4)."""
+    k = V.main_k(summary["meta"]["ks"])
+    names = [*V.headline(summary["meta"]["ks"])]
+    if summary["meta"].get("simulated"):
+        names.append(f"oracle_p_long@{k}")
+    return names
+
+
+def _distilled(model: str) -> bool:
+    return model in V.STUDENT_NAMES and V.student(model).needs_teacher
+
+
+def strongest_competitor(summary: Mapping[str, Any], metric: str) -> str | None:
+    """The best non-distilled model on ``metric`` (its mean, in the metric's direction): students trained on
+    labels and popularity lists; the teacher is the distillation source, not a competitor of retrieval."""
+    ref = summary["reference"]
+    candidates = [
+        m
+        for m, metrics in summary["models"].items()
+        if m not in (ref, V.TEACHER)
+        and not _distilled(m)
+        and (metrics.get(metric) or {}).get("mean") is not None
+    ]
+    if not candidates:
+        return None
+    sign = 1.0 if V.higher_is_better(metric) else -1.0
+    return max(candidates, key=lambda m: sign * summary["models"][m][metric]["mean"])
+
+
+def _comparison(summary: Mapping[str, Any], other: str, metric: str) -> Mapping[str, Any] | None:
+    return summary["comparisons"].get(f"{summary['reference']}_vs_{other}", {}).get(metric)
+
+
+def _p(d: Mapping[str, Any]) -> str:
+    p = d.get("p_holm")
+    return "—" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def headline_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """Per headline metric: the reference, the strongest non-distilled model, their difference with its
+    bootstrap interval, the Holm-corrected p-value and the verdict."""
+    ref, rows = summary["reference"], []
+    for metric in primary_metrics(summary):
+        other = strongest_competitor(summary, metric)
+        d = _comparison(summary, other, metric) if other else None
+        if d is None:
+            continue
+        rows.append(
+            {
+                "metric": metric,
+                ref: _fmt(summary["models"][ref].get(metric)),
+                "strongest non-distilled": f"{other}: {_fmt(summary['models'][other][metric])}",
+                f"{ref} − it": _fmt(d),
+                "p (Holm)": _p(d),
+                "verdict": d.get("verdict", ""),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def verdict_text(summary: Mapping[str, Any]) -> str:
-    """The three claims of the study, each with the verdict its interval supports."""
-    k = V.main_k(summary["meta"]["ks"])
+    """The study's answer in words, each sentence read from a verdict of the metrics file.
+
+    The headline compares the reference (``dmtl``) with the *strongest* non-distilled model of each headline
+    metric, then says where it wins and where it loses against every model, then how much the students gain
+    over a non-personalised popularity list.
+    """
+    ref = summary["reference"]
     lines = []
-    v1, d1 = _claim(summary, "ctr", "auc_ctcvr")
-    v1b, d1b = _claim(summary, "ctr", f"recall_long@{k}")
-    lines.append(
-        f"1. **DMTL beats `ctr` on duration.** auc_ctcvr: dmtl − ctr = {_fmt(d1)} → *{v1}*; "
-        f"recall_long@{k}: {_fmt(d1b)} → *{v1b}*."
-    )
-    v2, d2 = _claim(summary, "ctr", f"bait_share@{k}")
-    lines.append(
-        f"2. **DMTL retrieves fewer clickbait items than `ctr`.** bait_share@{k}: dmtl − ctr = {_fmt(d2)} "
-        f"(lower is better) → *{v2}*."
-    )
-    models = summary["models"]
-    if "teacher" in models and "ctr" in models and "dmtl" in models:
-        t, c, s = (models[m]["auc_ctcvr"]["mean"] for m in ("teacher", "ctr", "dmtl"))
-        share = (s - c) / (t - c) if t != c else float("nan")
+    for i, metric in enumerate(primary_metrics(summary), 1):
+        other = strongest_competitor(summary, metric)
+        d = _comparison(summary, other, metric) if other else None
+        if d is None:
+            continue
+        direction = "higher" if V.higher_is_better(metric) else "lower"
         lines.append(
-            f"3. **The student recovers most of the teacher's gain.** auc_ctcvr: teacher {t:.4f}, ctr {c:.4f}, "
-            f"dmtl {s:.4f}: the student recovers {share:.0%} of the teacher's gain over `ctr` "
-            f"(the teacher sees user × item interactions and position that no two-tower model can)."
+            f"{i}. **`{metric}`** ({direction} is better): the strongest non-distilled model is `{other}`; "
+            f"{ref} − {other} = {_fmt(d)} (Holm p {_p(d)}) → *{d.get('verdict', '')}*."
         )
-    others = [k_.split("_vs_", 1)[1] for k_ in summary["comparisons"]]
-    for metric in ("auc_ctcvr", f"recall_long@{k}", f"bait_share@{k}"):
-        wins = [o for o in others if _claim(summary, o, metric)[0].startswith("dmtl better")]
-        losses = [o for o in others if _claim(summary, o, metric)[0].startswith("dmtl worse")]
-        lines.append(
-            f"- `{metric}`: dmtl is better than {', '.join(f'`{o}`' for o in wins) or 'none'}; worse than "
-            f"{', '.join(f'`{o}`' for o in losses) or 'none'}; no significant difference with the rest."
-        )
+    others = [k.split("_vs_", 1)[1] for k in summary["comparisons"]]
+    for metric in primary_metrics(summary):
+        by: dict[str, list[str]] = {}
+        for o in others:
+            d = _comparison(summary, o, metric)
+            if d is not None:
+                by.setdefault(d.get("decision", "undetermined"), []).append(f"`{o}`")
+        parts = [f"{label} {', '.join(by[code])}" for code, label in _DECISION_WORDS if by.get(code)]
+        lines.append(f"- `{metric}`: {ref} is " + "; ".join(parts) + ".")
+    lift = popularity_lift_text(summary)
+    if lift:
+        lines.append(lift)
     return "\n".join(lines)
+
+
+_DECISION_WORDS = (
+    ("better", "better than"),
+    ("worse", "worse than"),
+    ("equivalent", "equivalent (within the margin) to"),
+    ("no_difference", "identical to"),
+    ("not_enough_evidence", "not distinguishable, on this evidence, from"),
+    ("undetermined", "undetermined against"),
+)
+
+
+def popularity_lift_text(summary: Mapping[str, Any]) -> str:
+    """Each student's recall of long reads over that of the best popularity list (the same top K for all)."""
+    metric = f"recall_long@{V.main_k(summary['meta']['ks'])}"
+    models = summary["models"]
+    pops = [b for b in V.BASELINE_NAMES if (models.get(b, {}).get(metric) or {}).get("mean") is not None]
+    if not pops:
+        return ""
+    best = max(pops, key=lambda b: models[b][metric]["mean"])
+    base = models[best][metric]["mean"]
+    lifts = [
+        f"`{m}` {models[m][metric]['mean'] / base:.2f}x" if base else f"`{m}` —"
+        for m in V.ordered_models(models)
+        if m in V.STUDENT_NAMES and metric in models[m]
+    ]
+    return (
+        f"- **Lift over the best popularity list** (`{best}`, {metric} = {base:.3f}): "
+        + ", ".join(lifts)
+        + "."
+    )
 
 
 def setup_text(summary: Mapping[str, Any], data_summary: Mapping[str, Any]) -> str:
@@ -186,13 +274,107 @@ def sweep_metrics(results: pd.DataFrame) -> list[str]:
     return [m for m in V.headline(ks) if m in names] if ks else [m for m in V.HEADLINE if m in names]
 
 
+EVERY_VALUE = "(every value)"
+
+
 def sweep_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """(value, model) x metric table of 'mean [low, high]' cells of one sweep."""
+    """(value, model) x metric table of 'mean [low, high]' cells of one sweep.
+
+    A model whose cells are the same at every value (a student the swept parameter does not touch, reused
+    from the main run; the teacher across a student's parameter) is shown once, as ``(every value)``.
+    """
     part = results[results["metric"].isin(metrics or sweep_metrics(results))].copy()
     part["cell"] = [_fmt(r) for r in part.to_dict("records")]
-    return part.pivot_table(
+    table = part.pivot_table(
         index=["value", "model"], columns="metric", values="cell", aggfunc="first", sort=False
     )
+    rows = []
+    for model in V.ordered_models(dict.fromkeys(part["model"])):
+        block = table.xs(model, level="model", drop_level=False)
+        if len(block) > 1 and (block.nunique(dropna=False) <= 1).all():
+            block = block.iloc[:1].rename(index={block.index[0][0]: EVERY_VALUE}, level="value")
+        rows.append(block)
+    return pd.concat(rows).fillna("—") if rows else table
+
+
+def regime_map(root: str | Path, grid: Mapping[str, Any], reference: str) -> pd.DataFrame:
+    """The map of where distillation helps: for each regime sweep, value and headline retrieval metric, the
+    reference's difference with the strongest non-distilled model at that point, its interval and verdict."""
+    rows = []
+    for name, spec in grid.items():
+        if not spec.regime:
+            continue
+        folder = Path(root) / "sweeps" / name
+        if not (folder / "results.csv").exists() or not (folder / "comparisons.csv").exists():
+            continue
+        results, comps = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "comparisons.csv")
+        for value in dict.fromkeys(results["value"].astype(str)):
+            at = results[results["value"].astype(str) == value]
+            summary = {
+                "reference": reference,
+                "models": {
+                    m: dict(zip(g["metric"], g[["mean"]].to_dict("records"), strict=True))
+                    for m, g in at.groupby("model")
+                },
+            }
+            for metric in regime_metrics(results):
+                other = strongest_competitor(summary, metric)
+                hit = comps[
+                    (comps["value"].astype(str) == value)
+                    & (comps["competitor"] == other)
+                    & (comps["metric"] == metric)
+                ]
+                if other is None or hit.empty:
+                    continue
+                row = hit.iloc[0]
+                rows.append(
+                    {
+                        "sweep": name,
+                        "param": spec.param,
+                        "value": value,
+                        "metric": metric,
+                        "strongest": other,
+                        **{k: row[k] for k in ("mean", "ci_low", "ci_high", "p_holm", "decision")},
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def regime_metrics(results: pd.DataFrame) -> list[str]:
+    """The retrieval metrics the regime map shows: long reads retrieved, and the oracle's P(long read)."""
+    names = set(results["metric"])
+    ks = sorted({int(m.split("@")[1]) for m in names if "@" in m})
+    if not ks:
+        return []
+    k = V.main_k(ks)
+    return [m for m in (f"recall_long@{k}", f"oracle_p_long@{k}") if m in names]
+
+
+def regime_findings(table: pd.DataFrame, reference: str) -> str:
+    """One sentence per regime knob and metric: the values where the reference beats the strongest
+    non-distilled model, where it loses, and where the evidence does not separate them."""
+    if table.empty:
+        return "_No regime sweep has run._"
+    lines = []
+    for (sweep, metric), part in table.groupby(["sweep", "metric"], sort=False):
+
+        def at(code: str, part: pd.DataFrame = part) -> str:
+            hits = part[part["decision"] == code]
+            return (
+                ", ".join(
+                    f"{md_code(r.value)} ({_fmt(r._asdict(), 3)} vs {md_code(r.strongest)})"
+                    for r in hits.itertuples()
+                )
+                or "none"
+            )
+
+        param = md_code(part["param"].iloc[0])
+        lines.append(
+            f"- **{md_text(sweep)}** ({param}), `{metric}`: {reference} beats the strongest non-distilled model at "
+            f"{at('better')}; loses at {at('worse')}; equivalent at {at('equivalent')}; not separated at "
+            f"{at('not_enough_evidence')}."
+        )
+    return "\n".join(lines)
 
 
 def limitations_text(summary: Mapping[str, Any]) -> str:

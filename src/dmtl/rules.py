@@ -156,3 +156,14 @@ def devices(key: str, value: Any) -> int | str | tuple[int, ...]:
         f"{key} = {value!r} is not valid; use a device count >= 1, -1 (all), 'auto', "
         "a list of device indices such as [0, 1], or a string such as '0,1'"
     )
+
+
+def margins(key: str, value: Any) -> dict[str, float]:
+    """Equivalence margins: a metric's base name (``dmtl.vocab.METRICS``) -> a margin > 0 on its scale."""
+    from dmtl.vocab import METRIC_NAMES
+
+    value = mapping(key, value)
+    unknown = sorted(set(value) - set(METRIC_NAMES))
+    if unknown:
+        raise ParamsError(f"{key} has unknown metric(s) {unknown}; valid: {list(METRIC_NAMES)}")
+    return {name: number(0.0, 1.0)(f"{key}.{name}", v) for name, v in value.items()}

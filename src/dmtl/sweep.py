@@ -15,7 +15,7 @@ import json
 import re
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,8 @@ import pandas as pd
 
 from dmtl import dag
 from dmtl import params as P
-from dmtl.config import Study
-from dmtl.io import atomic_path, link_dir
+from dmtl.config import Study, SweepSpec
+from dmtl.io import atomic_path, link_dir, read_json
 from dmtl.paths import Paths
 from dmtl.stages.evaluate import run_evaluate
 from dmtl.stages.prepare import run_prepare
@@ -49,37 +49,42 @@ def _covers(stage_param: str, param: str) -> bool:
     return param == head or param.startswith(head + ".")
 
 
-def first_stage(param: str) -> str:
-    """The earliest stage of the stage table that reads ``param``."""
+def first_stage(*params: str) -> str:
+    """The earliest stage of the stage table that reads any of ``params``."""
     for name in ORDER:
-        if any(_covers(p, param) for p in dag.stage(name).params):
+        if any(_covers(p, param) for p in dag.stage(name).params for param in params):
             return name
-    raise P.ParamsError(f"cannot sweep {param!r}: choose a key under data, train, teacher, students or eval")
+    raise P.ParamsError(
+        f"cannot sweep {list(params)}: choose keys under data, train, teacher, students or eval"
+    )
+
+
+def _link(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise FileNotFoundError(f"{src} is missing: run the main pipeline (dvc repro) before this sweep")
+    link_dir(src, dst)
 
 
 def _link_earlier(base_root: Path, root: Path, start: str) -> None:
     """Reuse the main run's outputs of the stages before ``start`` (symlinks; nothing is copied)."""
     base, here = Paths(base_root), Paths(root)
-    needed = []
     if ORDER.index(start) > ORDER.index("prepare"):
-        needed.append((base.data, here.data))
+        _link(base.data, here.data)
     if ORDER.index(start) > ORDER.index("teacher"):
-        needed.append((base.teachers, here.teachers))
-    for src, dst in needed:
-        if not src.exists():
-            raise FileNotFoundError(f"{src} is missing: run the main pipeline (dvc repro) before this sweep")
-        link_dir(src, dst)
+        _link(base.teachers, here.teachers)
+    if ORDER.index(start) > ORDER.index("student"):
+        _link(base.students, here.students)
 
 
 def _students_to_train(study: Study, param: str, base_root: Path, root: Path) -> list[str]:
     """The students a point retrains: for a student's own parameter (``students.<name>.*``) only that one;
-    the others are the main run's, linked, when the seeds are the main run's (their inputs did not change)."""
+    the others are the main run's, linked, when the point's seeds are among the main run's."""
     names = list(study.students.names)
     owner = param.split(".")[1] if param.startswith("students.") and param.count(".") >= 2 else None
     base_file = base_root / "params.yaml"
     if owner not in names or not base_file.exists():
         return names
-    if list(P.load(base_file).train.seeds) != list(study.train.seeds):
+    if not set(study.train.seeds) <= set(P.load(base_file).train.seeds):
         return names
     base = Paths(base_root)
     for name in names:
@@ -113,56 +118,65 @@ def _value_dir(value: Any) -> str:
     return f"_{name}" if set(name) <= {"."} else name
 
 
-def point_overrides(study: Study, param: str, value: Any) -> dict[str, Any]:
-    """The overrides of one grid point: the swept value, and the sweep's own seeds and students."""
+def point_overrides(study: Study, spec: SweepSpec, value: Any) -> dict[str, Any]:
+    """The overrides of one grid point: the swept value and the sweep's fixed settings, the sweep's own
+    seeds and students (every strong competitor: docs/protocol.md section 3), no teacher variants (the
+    teacher stage shows them), and the cheaper ranking bootstrap of sweeps."""
     sw = study.sweeps
     names = list(sw.students)
     if study.eval.reference not in names:
         names.append(study.eval.reference)
-    # Teacher variants are shown by the teacher stage; a sweep trains only the default teacher.
-    return {param: value, "train.seeds": list(sw.seeds), "students.names": names, "teacher.variants": []}
+    return {
+        **spec.fixed,
+        spec.param: value,
+        "train.seeds": list(sw.seeds),
+        "students.names": names,
+        "teacher.variants": [],
+        "eval.n_boot_ranking": sw.n_boot_ranking,
+    }
 
 
-def _get(tree: Mapping[str, Any], key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _models_of(study: Study) -> dict[str, Any]:
+    """What a point's trained models depend on: data, teacher, training and each trained student's settings."""
+    from dmtl.sources.simulator.config import make_config
+
+    tree = study.to_dict()
+    data = dict(tree["data"])
+    if study.data.source == "simulated":
+        data["sim"] = make_config(study.data.preset, study.data.sim).to_dict()
+    train = {k: v for k, v in tree["train"].items() if k not in ("seeds", "threads")}
+    teacher = {k: v for k, v in tree["teacher"].items() if k != "variants"}
+    students = {n: tree["students"][n] for n in study.students.names}
+    return {
+        "data": data,
+        "train": train,
+        "teacher": teacher,
+        "common": tree["students"]["common"],
+        **students,
+    }
 
 
-def _same_setting(base: Study, point: Study, param: str, value: Any) -> bool:
-    """Whether the grid point sets ``param`` as the main run does (simulator knobs: same effective config)."""
-    if param.startswith("data.sim.") and base.data.source == "simulated":
-        from dmtl.sources.simulator.config import make_config
-
-        d0, d1 = base.data, point.data
-        return make_config(d0.preset, d0.sim) == make_config(d1.preset, d1.sim)
-    return _get(base.to_dict(), param) == value
-
-
-def reuse_main_run(base: Study, point: Study, param: str, value: Any, base_root: Path) -> pd.DataFrame | None:
-    """The main run's per-seed table restricted to the sweep's students, when the point equals the main run."""
-    per_seed = Paths(base_root).metrics / "per_seed.parquet"
-    if not per_seed.exists() or not _same_setting(base, point, param, value):
-        return None
-    if list(point.train.seeds) != list(base.train.seeds):
-        return None
-    if not set(point.students.names) <= set(base.students.names) or param.startswith("teacher.variants"):
-        return None
-    table = pd.read_parquet(per_seed)
-    return table[table["model"].isin([*point.students.names, "teacher"])].reset_index(drop=True)
+def same_models_as_main(base: Study, point: Study, base_root: Path) -> bool:
+    """Whether every model a point needs is one the main run trained: then the point only evaluates."""
+    if not (Paths(base_root).students.exists() and Paths(base_root).teachers.exists()):
+        return False
+    if not set(point.train.seeds) <= set(base.train.seeds) or not set(point.students.names) <= set(
+        base.students.names
+    ):
+        return False
+    main = _models_of(base)
+    return all(main.get(k) == v for k, v in _models_of(point).items())
 
 
 @dataclass(frozen=True)
 class Point:
-    """One grid point to run: its position in the grid, its value, its root and its overrides."""
+    """One grid point to run: its position, value, root, overrides and the first stage it runs."""
 
     index: int
     value: Any
     root: Path
     overrides: dict[str, Any]
+    start: str
 
 
 def _notebook() -> str:
@@ -170,9 +184,7 @@ def _notebook() -> str:
     return str(local if local.exists() else Path(__file__).resolve().parents[2] / local)
 
 
-def _run_point_notebook(
-    point: Point, params_file: str | Path, start: str, base_root: Path, param: str
-) -> pd.DataFrame:
+def _run_point_notebook(point: Point, params_file: str | Path, base_root: Path, param: str) -> None:
     """Execute ``notebooks/sweep_point.ipynb`` for one point (its rendered notebook stays in its root)."""
     from dmtl.notebook import execute
 
@@ -180,44 +192,73 @@ def _run_point_notebook(
         "params_file": str(params_file),
         "root": str(point.root),
         "overrides": json.dumps(point.overrides),
-        "start": start,
+        "start": point.start,
         "base_root": str(base_root.resolve()),
         "param": param,
     }
     execute(_notebook(), point.root / "sweep_point", parameters, html=True)
-    return pd.read_parquet(Paths(point.root).metrics / "per_seed.parquet")
 
 
-def results_table(per_seed: pd.DataFrame, param: str, level: float) -> pd.DataFrame:
-    """One row per (value, model, metric): mean, interval, n, direction and the per-seed values."""
-    from dmtl.stats import mean_ci
+def results_tables(
+    summaries: Mapping[Any, Mapping[str, Any]], param: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every point's metrics and comparisons, as read from its evaluation (bootstrap intervals, Holm).
 
-    rows = []
-    metrics = [c for c in per_seed.columns if c not in ("model", "seed", "value")]
-    for (value, model), g in per_seed.groupby(["value", "model"], sort=False):
-        for metric in metrics:
-            if g[metric].notna().any():
-                ci = mean_ci(g[metric].to_numpy(), level)
+    Returns:
+        ``(results, comparisons)``: one row per (value, model, metric) with mean, interval, seeds and
+        direction; one row per (value, competitor, metric) with the reference's difference, its interval, the
+        Holm-corrected p-value and the decision.
+    """
+    rows, comps = [], []
+    for value, summary in summaries.items():
+        for model, metrics in summary["models"].items():
+            for metric, d in metrics.items():
+                if d.get("mean") is None:
+                    continue
                 rows.append(
                     {
                         "param": param,
-                        "value": value,
+                        "value": str(value),
                         "model": model,
                         "metric": metric,
-                        "mean": ci["mean"],
-                        "ci_low": ci["ci_low"],
-                        "ci_high": ci["ci_high"],
-                        "n": ci["n"],
+                        **{k: d.get(k) for k in ("mean", "ci_low", "ci_high", "n")},
                         "higher_is_better": higher_is_better(metric),
-                        "values": json.dumps([float(x) for x in g[metric]]),
+                        "values": json.dumps(d.get("values", [])),
                     }
                 )
-    return pd.DataFrame(rows)
+        for key, per_metric in summary["comparisons"].items():
+            for metric, d in per_metric.items():
+                comps.append(
+                    {
+                        "param": param,
+                        "value": str(value),
+                        "competitor": key.split("_vs_", 1)[1],
+                        "metric": metric,
+                        **{
+                            k: d.get(k)
+                            for k in ("mean", "ci_low", "ci_high", "p_holm", "decision", "verdict")
+                        },
+                    }
+                )
+    return pd.DataFrame(rows), pd.DataFrame(comps)
+
+
+def _plan(base: Study, spec: SweepSpec, runs: Path, base_root: Path, extra: Mapping[str, Any]) -> list[Point]:
+    points = []
+    for i, value in enumerate(spec.values):
+        overrides = {**extra, **point_overrides(base, spec, value)}
+        point = P.apply_overrides(base, overrides)  # fail before any work on a bad value
+        start = (
+            "evaluate"
+            if same_models_as_main(base, point, base_root)
+            else first_stage(spec.param, *spec.fixed)
+        )
+        points.append(Point(i, value, runs / _value_dir(value), overrides, start))
+    return points
 
 
 def run_sweep(
-    param: str,
-    values: Sequence[Any],
+    spec: SweepSpec,
     out_dir: str | Path,
     runs_dir: str | Path,
     params_file: str | Path = "params.yaml",
@@ -225,55 +266,53 @@ def run_sweep(
     use_papermill: bool = True,
     extra_overrides: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Run one sweep and write ``results.csv`` and ``summary.png`` into ``out_dir``.
+    """Run one sweep; write ``results.csv``, ``comparisons.csv`` and ``summary.png`` into ``out_dir``.
 
-    A grid point equal to the main run's configuration reuses its per-seed metrics (same params, same
-    seeds, deterministic stages); the others run side by side (``sweeps.workers``), each with its share of
-    ``train.threads``, so two points on two cores each keep one core busy.
+    A grid point whose models the main run already trained (same settings, its seeds among the main run's)
+    links them and only evaluates; the others train what the swept parameter changes. Points run side by
+    side (``sweeps.workers``), each with its share of ``train.threads``, so two points on two cores each keep
+    one core busy.
     """
     base = P.load(params_file, dict(extra_overrides or {}))
-    start, base_root, runs = first_stage(param), Path(base_root), Path(runs_dir)
+    base_root, runs = Path(base_root), Path(runs_dir)
     if runs.exists():
         shutil.rmtree(runs)  # a sweep always starts clean: no half-finished grid point is reused
-    tables: dict[int, pd.DataFrame] = {}
-    todo: list[Point] = []
-    for i, value in enumerate(values):
-        overrides = {**(extra_overrides or {}), **point_overrides(base, param, value)}
-        point = P.apply_overrides(base, overrides)  # fail before any work on a bad value
-        reused = reuse_main_run(base, point, param, value, base_root)
-        if reused is not None:
-            tables[i] = reused.assign(value=str(value))
-        else:
-            todo.append(Point(i, value, runs / _value_dir(value), overrides))
+    todo = _plan(base, spec, runs, base_root, extra_overrides or {})
     parallel = min(base.sweeps.workers, len(todo)) if use_papermill else 1
     if parallel > 1:
         threads = max(1, base.train.threads // parallel)
-        todo = [Point(p.index, p.value, p.root, {**p.overrides, "train.threads": threads}) for p in todo]
+        todo = [
+            Point(p.index, p.value, p.root, {**p.overrides, "train.threads": threads}, p.start) for p in todo
+        ]
 
-    def run_one(point: Point) -> tuple[int, pd.DataFrame]:
+    def run_one(point: Point) -> None:
         if use_papermill:
-            table = _run_point_notebook(point, params_file, start, base_root, param)
+            _run_point_notebook(point, params_file, base_root, spec.param)
         else:
-            table = run_point(P.apply_overrides(base, point.overrides), point.root, start, base_root, param)
-        return point.index, table.assign(value=str(point.value))
+            run_point(
+                P.apply_overrides(base, point.overrides), point.root, point.start, base_root, spec.param
+            )
 
     if parallel > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         # Each point is its own kernel process; the threads here only wait on them.
         with ThreadPoolExecutor(max_workers=parallel) as pool:
-            tables.update(pool.map(run_one, todo))
+            list(pool.map(run_one, todo))
     else:
-        tables.update(run_one(p) for p in todo)
-    per_seed = pd.concat([tables[i] for i in range(len(values))], ignore_index=True)
-    results = results_table(per_seed, param, base.eval.ci_level)
-    with atomic_path(Path(out_dir) / "results.csv") as tmp:
-        results.to_csv(tmp, index=False)
+        for point in todo:
+            run_one(point)
+    summaries = {p.value: read_json(Paths(p.root).metrics / "metrics.json") for p in todo}
+    results, comparisons = results_tables(summaries, spec.param)
+    out_dir = Path(out_dir)
+    for table, name in ((results, "results.csv"), (comparisons, "comparisons.csv")):
+        with atomic_path(out_dir / name) as tmp:
+            table.to_csv(tmp, index=False)
     from dmtl import plots
     from dmtl.report import sweep_metrics
 
     teacherless = results[results["model"] != "teacher"]
-    plots.sweep_summary(teacherless, param, sweep_metrics(results), Path(out_dir) / "summary.png")
+    plots.sweep_summary(teacherless, spec.param, sweep_metrics(results), out_dir / "summary.png")
     return results
 
 
@@ -293,13 +332,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         if args.param:
-            param, values = args.param, [parse_value(v, "--values") for v in args.values or []]
-            name = args.name or param.replace(".", "_")
+            spec = SweepSpec(args.param, tuple(parse_value(v, "--values") for v in args.values or []))
+            name = args.name or args.param.replace(".", "_")
         else:
             grid = P.load(args.params_file).sweeps.grid
             if args.name not in grid:
                 raise P.ParamsError(f"unknown sweep {args.name!r}; sweeps.grid has {sorted(grid)}")
-            param, values, name = grid[args.name].param, list(grid[args.name].values), args.name
+            spec, name = grid[args.name], args.name
         # An ad-hoc sweep is not a pipeline stage: it writes beside the pipeline's outputs, never into them,
         # so it cannot make the report stage out of date.
         pipeline_sweep = not args.param
@@ -307,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = (
             Paths(".").sweeps / out.name if pipeline_sweep else Path("artifacts") / "adhoc_sweeps" / out.name
         )
-        res = run_sweep(param, values, out, runs, args.params_file, use_papermill=not args.in_process)
+        res = run_sweep(spec, out, runs, args.params_file, use_papermill=not args.in_process)
         print(f"wrote {out / 'results.csv'} ({len(res)} rows) and {out / 'summary.png'}")
         return 0
 

@@ -9,11 +9,11 @@ from typing import Any
 from dmtl import vocab as V
 from dmtl.artifacts import read_teacher_predictions, read_towers
 from dmtl.config import Study
-from dmtl.evaluation import at_k_table, evaluate_models
+from dmtl.evaluation import Evaluation, at_k_table, bootstrap_inputs, evaluate_models
 from dmtl.features import Prepared
 from dmtl.io import read_json, write_csv, write_json, write_parquet
 from dmtl.paths import Paths
-from dmtl.stats import summarise
+from dmtl.stats.summary import bootstrap_summary
 from dmtl.truth import load_truth
 
 
@@ -35,13 +35,7 @@ def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
     )
     table = result.per_seed
     write_parquet(table, paths.metrics / "per_seed.parquet")
-    metric_names = [c for c in table.columns if c not in ("model", "seed")]
-    per_model = {
-        model: {m: part[m].to_list() for m in metric_names if part[m].notna().any()}
-        for model, part in table.groupby("model", sort=False)
-    }
-    higher = {m: V.higher_is_better(m) for m in metric_names}
-    summary = summarise(per_model, reference=ev.reference, higher_is_better=higher, level=ev.ci_level)
+    summary = summarise_evaluation(result, prepared, study, truth.simulated)
     summary["meta"] = {
         "seeds": list(seeds),
         "ks": sorted(ev.ks),
@@ -63,6 +57,47 @@ def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
     if len(result.sample):
         write_csv(result.sample, paths.plots / "student_vs_teacher.csv")
     return summary
+
+
+def summarise_evaluation(
+    result: Evaluation, prepared: Prepared, study: Study, simulated: bool
+) -> dict[str, Any]:
+    """Every model's metrics with bounded intervals and the reference's Holm-corrected verdicts against every
+    other model (docs/protocol.md section 4, statistics): a bootstrap over test users and seeds for the
+    metrics scored per user and per impression, seed-only intervals for the checks."""
+    ev, seeds = study.eval, study.train.seeds
+    test = prepared.impressions[prepared.split_mask("test")]
+    per_user, scores, sample = bootstrap_inputs(result, test, seeds)
+    checks = {m.name for m in V.METRICS if m.family == "check"}
+    per_user = {
+        model: {k: v for k, v in block.items() if k.split("@")[0] not in checks}
+        for model, block in per_user.items()
+    }
+    table = result.per_seed
+    per_seed = {
+        model: {
+            c: part.sort_values("seed")[c].to_list()
+            for c in table.columns
+            if c.split("@")[0] in checks and part[c].notna().any()
+        }
+        for model, part in table.groupby("model", sort=False)
+    }
+    primary = list(V.headline(ev.ks))
+    if simulated:
+        primary.append(f"oracle_p_long@{V.main_k(ev.ks)}")
+    return bootstrap_summary(
+        per_user,
+        scores,
+        sample,
+        reference=ev.reference,
+        per_seed=per_seed,
+        level=ev.ci_level,
+        n_boot=ev.n_boot,
+        n_boot_ranking=ev.n_boot_ranking,
+        seed=ev.bootstrap_seed,
+        margins=ev.margins,
+        primary=primary,
+    )
 
 
 def headline_numbers(summary: dict[str, Any]) -> dict[str, dict[str, float]]:

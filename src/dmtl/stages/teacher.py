@@ -16,7 +16,7 @@ from dmtl.features import Prepared
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
 from dmtl.metrics import teacher_ranking_metrics
 from dmtl.paths import Paths
-from dmtl.stats import mean_ci
+from dmtl.stats.intervals import mean_ci
 from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
 
 
