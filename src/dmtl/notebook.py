@@ -74,7 +74,7 @@ def kernel_manager_class() -> type:
     - ``KeyboardInterrupt caught in kernel``: jupyter_client interrupts the kernel (SIGINT) before every
       shutdown, to stop code that may still run. A stage notebook has finished (or failed) when it is shut
       down, and the signal can land while ipykernel is still leaving its last cell, which it then reports
-      (2 runs in 24 on this machine, more under load). Shutting down without the interrupt removes the
+      (6 runs in 48 on this machine, 3 kernels at a time). Shutting down without the interrupt removes the
       race; a kernel that really is busy is still stopped by the shutdown request and then killed.
     """
     global _KERNEL_MANAGER
