@@ -18,7 +18,9 @@ import pytest
 from conftest import REPO, TINY
 
 from dmtl import plots, progress, report
+from dmtl import vocab as V
 from dmtl.notebook import execute
+from dmtl.vocab import model_color
 
 IMG = re.compile(r'<img[^>]*src="data:image/png;base64,([^"]+)"')
 
@@ -141,16 +143,17 @@ def test_progress_line_format_and_sweep_context(capsys) -> None:
 
 
 def test_training_prints_one_progress_line_per_model_and_seed(tiny_run, tiny_params, tmp_path, capsys):
-    from dmtl import pipeline
+    from dmtl.paths import Paths
+    from dmtl.stages.student import run_student
 
     root = tmp_path / "run"
-    (root / "artifacts").mkdir(parents=True)
-    (root / "artifacts" / "data").symlink_to(tiny_run / "artifacts" / "data")
+    Paths(root).data.parent.mkdir(parents=True)
+    Paths(root).data.symlink_to(Paths(tiny_run).data)
     capsys.readouterr()
-    pipeline.run_student(tiny_params, "ctr", root)
+    run_student(tiny_params, "ctr", root)
     lines = capsys.readouterr().err.splitlines()
-    runs = json.loads((root / "metrics" / "students" / "ctr.json").read_text())["runs"]
-    assert len(runs) == len(tiny_params["train"]["seeds"]) == 2
+    runs = json.loads(Paths(root).student_metrics("ctr").read_text())["runs"]
+    assert len(runs) == len(tiny_params.train.seeds) == 2
     assert [re.sub(r", [0-9.]+ s$", "", x) for x in lines] == [
         f"ctr seed {r['seed']} ({i + 1}/2): {r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}"
         for i, r in enumerate(runs)
@@ -174,7 +177,7 @@ def test_figures_are_closed_outside_a_kernel(tmp_path: Path) -> None:
     assert plt.get_fignums() == []
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     fig.savefig(tmp_path / "again.png")  # a returned figure is still usable
-    assert [ln.get_color() for ln in fig.axes[0].get_lines()][:1] == [plots.MODEL_COLORS["dmtl"]]
+    assert [ln.get_color() for ln in fig.axes[0].get_lines()][:1] == [model_color("dmtl")]
 
 
 def test_at_k_curves_use_the_model_colours() -> None:
@@ -195,18 +198,16 @@ def test_at_k_curves_use_the_model_colours() -> None:
             fig.axes[0].get_legend().get_texts(), fig.axes[0].get_legend().legend_handles, strict=True
         )
     }
-    expected = {m: plots.MODEL_COLORS[m] for m in ("dmtl", "ctr", "weighted_lr")}
+    expected = {m: model_color(m) for m in ("dmtl", "ctr", "weighted_lr")}
     assert (legend or lines) == expected
 
 
 def test_palette_fixes_models_and_teacher_variants() -> None:
-    assert plots.palette(["dmtl", "default", "no_esmm"]) == {
-        "dmtl": "#d62728",
-        "default": plots.MODEL_COLORS["teacher"],
-        "no_esmm": plots.VARIANT_COLORS["no_esmm"],
-    }
-    unknown = plots.palette(["a", "b"])
-    assert len(set(unknown.values())) == 2 and not set(unknown.values()) & set(plots.MODEL_COLORS.values())
+    colours = plots.palette(["dmtl", "default", "no_esmm", "shared_bottom"])
+    assert colours["dmtl"] == model_color("dmtl") and colours["default"] == model_color("teacher")
+    # The variants' colours are their own: no model, student or baseline, wears them.
+    models = {model_color(m) for m in V.MODEL_ORDER}
+    assert len({colours["no_esmm"], colours["shared_bottom"]} - models) == 2
 
 
 def test_counts_print_as_integers() -> None:
