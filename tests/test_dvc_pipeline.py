@@ -68,7 +68,7 @@ def test_repro_renders_every_notebook(tiny_repo):
 
 def test_reports_show_every_figure_their_stage_draws(tiny_repo):
     """Each report carries the PNGs its notebook writes under plots/ (issue 16: none used to)."""
-    names = _tiny_params()["students"]["names"]
+    names = _tiny_params().students.names
     drawn = {"01_data": 1, "02_teacher": 1, "04_evaluate": 0, **{f"03_student_{n}": 1 for n in names}}
     drawn["05_report"] = len(list((tiny_repo / "plots" / "report").glob("*.png")))
     assert drawn["05_report"] == 7  # 6 figures of the main comparison and the one sweep's
@@ -80,7 +80,7 @@ def test_reports_show_every_figure_their_stage_draws(tiny_repo):
 def test_the_terminal_shows_progress_and_no_kernel_noise(tiny_repo):
     log = (tiny_repo.parent / f"{tiny_repo.name}.repro.log").read_text()
     assert "teacher (mmoe) seed 0 (1/2): " in log and "teacher (mmoe) seed 1 (2/2): " in log
-    for name in _tiny_params()["students"]["names"]:
+    for name in _tiny_params().students.names:
         assert f"\n{name} seed 1 (2/2): " in log, name
     assert "[students.dmtl.hard_weight=1.0] dmtl seed 0 (1/2): " in log  # the sweep's one new point
     assert "without encryption" not in log and "KeyboardInterrupt" not in log and "Traceback" not in log

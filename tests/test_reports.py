@@ -186,20 +186,23 @@ def test_at_k_curves_use_the_model_colours() -> None:
             "k": [50, 100] * 3,
             "model": ["ctr", "ctr", "dmtl", "dmtl", "weighted_lr", "weighted_lr"],
             "recall_long": [0.1, 0.2, 0.3, 0.4, 0.2, 0.3],
+            "bait_share": [0.3, 0.2, 0.1, 0.1, 0.2, 0.1],
         }
     )
-    fig = plots.at_k_curves(table, ["recall_long"])
-    lines = {
-        ln.get_label(): ln.get_color() for ln in fig.axes[0].get_lines() if not ln.get_label().startswith("_")
-    }
-    legend = {
-        t.get_text(): h.get_color()
-        for t, h in zip(
-            fig.axes[0].get_legend().get_texts(), fig.axes[0].get_legend().legend_handles, strict=True
-        )
-    }
+    fig = plots.at_k_curves(table, ["recall_long", "bait_share"])
     expected = {m: model_color(m) for m in ("dmtl", "ctr", "weighted_lr")}
-    assert (legend or lines) == expected
+    (legend,) = fig.legends  # one legend for the figure, in display order
+    assert {
+        t.get_text(): h.get_color() for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    } == expected
+    assert [t.get_text() for t in legend.get_texts()] == ["dmtl", "ctr", "weighted_lr"]
+    for ax in fig.axes:
+        assert ax.get_legend() is None
+        # each panel's line of a model (its points at K = 50, 100) wears that model's colour
+        drawn = {tuple(ln.get_ydata()): ln.get_color() for ln in ax.get_lines() if len(ln.get_ydata()) == 2}
+        col = ax.get_title().removesuffix("@K")
+        for model, colour in expected.items():
+            assert drawn[tuple(table.loc[table["model"] == model, col])] == colour
 
 
 def test_palette_fixes_models_and_teacher_variants() -> None:

@@ -141,8 +141,8 @@ def metric_bars(
 
 
 def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None) -> plt.Figure:
-    """Retrieval metrics against K, one line per student (in the models' colours)."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6))
+    """Retrieval metrics against K, one line per model in its colour; one legend above the panels."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.9))
     models = ordered_models(list(table["model"].unique()))
     for ax, col in zip(np.atleast_1d(axes), columns, strict=True):
         sns.lineplot(
@@ -154,9 +154,16 @@ def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | 
             palette=palette(models),
             marker="o",
             ax=ax,
+            legend=ax is np.atleast_1d(axes)[0],
         )
         ax.set_title(plain(f"{col}@K"))
-    fig.tight_layout()
+    first = np.atleast_1d(axes)[0]
+    handles, labels = first.get_legend_handles_labels()
+    first.get_legend().remove()  # one legend for all panels, where it hides no line
+    fig.legend(
+        handles, [plain(x) for x in labels], loc="upper center", ncol=min(len(labels), 9), frameon=False
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return save(fig, path)
 
 
