@@ -70,7 +70,7 @@ def test_reports_show_every_figure_their_stage_draws(tiny_repo):
     """Each report carries the PNGs its notebook writes under plots/ (issue 16: none used to)."""
     names = _tiny_params().students.names
     drawn = {"01_data": 1, "02_teacher": 1, "04_evaluate": 0, **{f"03_student_{n}": 1 for n in names}}
-    drawn["05_report"] = len(list((tiny_repo / "plots" / "report").glob("*.png")))
+    drawn["05_report"] = len(list((tiny_repo / "plots" / "figures" / "report").glob("*.png")))
     assert drawn["05_report"] == 7  # 6 figures of the main comparison and the one sweep's
     for stem, n in drawn.items():
         html = (tiny_repo / "reports" / f"{stem}.html").read_text()

@@ -39,7 +39,7 @@ def report_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 def test_report_html_shows_every_figure_the_notebook_draws(report_run):
     root, stem = report_run
-    drawn = sorted((root / "plots" / "report").glob("*.png"))
+    drawn = sorted((root / "plots" / "figures" / "report").glob("*.png"))
     # ranking AUC bars, retrieval bars, metrics against K, two paired differences, student vs teacher
     # (the tiny run has no sweeps, so no sweep figure).
     assert [p.stem for p in drawn] == [
@@ -61,7 +61,7 @@ def test_report_html_shows_every_figure_the_notebook_draws(report_run):
     # Each figure sits in the output of the cell that draws it: the bars cell carries two, in order.
     bars_cell = next(c for c in executed.cells if "metric_bars" in c.source)
     pngs = [base64.b64decode(o["data"]["image/png"]) for o in bars_cell.outputs if "data" in o]
-    root_report = root / "plots" / "report"
+    root_report = root / "plots" / "figures" / "report"
     assert pngs == [
         (root_report / "ranking_auc.png").read_bytes(),
         (root_report / "retrieval_bars.png").read_bytes(),
