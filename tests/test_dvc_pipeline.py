@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def tiny_repo(tmp_path_factory) -> Path:
     assert _dvc(repo, "add", "-q", "data").returncode == 0
     run = _dvc(repo, "repro")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    (repo.parent / f"{repo.name}.repro.log").write_text(run.stdout + run.stderr)  # what the terminal showed
     return repo
 
 
@@ -62,6 +64,26 @@ def test_repro_renders_every_notebook(tiny_repo):
         assert "<html" in html.lower() and "Traceback" not in html
     # Every sweep point leaves its executed notebook too.
     assert list((tiny_repo / "artifacts" / "sweeps" / "hard_weight").glob("*/sweep_point.ipynb"))
+
+
+def test_reports_show_every_figure_their_stage_draws(tiny_repo):
+    """Each report carries the PNGs its notebook writes under plots/ (issue 16: none used to)."""
+    names = _tiny_params().students.names
+    drawn = {"01_data": 1, "02_teacher": 1, "04_evaluate": 0, **{f"03_student_{n}": 1 for n in names}}
+    drawn["05_report"] = len(list((tiny_repo / "plots" / "figures" / "report").glob("*.png")))
+    assert drawn["05_report"] == 7  # 6 figures of the main comparison and the one sweep's
+    for stem, n in drawn.items():
+        html = (tiny_repo / "reports" / f"{stem}.html").read_text()
+        assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', html)) == n, stem
+
+
+def test_the_terminal_shows_progress_and_no_kernel_noise(tiny_repo):
+    log = (tiny_repo.parent / f"{tiny_repo.name}.repro.log").read_text()
+    assert "teacher (mmoe) seed 0 (1/2): " in log and "teacher (mmoe) seed 1 (2/2): " in log
+    for name in _tiny_params().students.names:
+        assert f"\n{name} seed 1 (2/2): " in log, name
+    assert "[students.dmtl.hard_weight=1.0] dmtl seed 0 (1/2): " in log  # the sweep's one new point
+    assert "without encryption" not in log and "KeyboardInterrupt" not in log and "Traceback" not in log
 
 
 def test_metrics_plots_and_status(tiny_repo):

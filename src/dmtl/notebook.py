@@ -1,9 +1,16 @@
 """Run a study notebook with papermill and render it to HTML, atomically.
 
 ``python -m dmtl.notebook notebooks/02_teacher.ipynb reports/02_teacher -p student dmtl`` writes
-``reports/02_teacher.ipynb`` (executed) and ``reports/02_teacher.html``. When a cell fails, the error is
-printed as the failing cell's exception and source line, not as papermill's wall of JSON, and no output is
-left where DVC would take it for a finished stage.
+``reports/02_teacher.ipynb`` (executed) and ``reports/02_teacher.html``: the report as a reader wants it,
+text, tables and figures without the code cells' input. ``--with-code`` also writes
+``reports/02_teacher.code.html`` with the code shown. When a cell fails, the error is printed as the failing
+cell's exception and source line, not as papermill's wall of JSON, and no output is left where DVC would
+take it for a finished stage.
+
+The kernel runs quietly: its connection is encrypted (CurveZMQ, where the kernelspec supports it), so it
+prints no "running over TCP without encryption" warning, and it is not interrupted on shutdown, so no
+``KeyboardInterrupt caught in kernel`` line reaches the terminal. What a stage prints to the terminal is its
+progress (``dmtl.progress``).
 """
 
 from __future__ import annotations
@@ -52,12 +59,70 @@ def failing_line(traceback: list[str]) -> str | None:
     return None
 
 
+_KERNEL_MANAGER: type | None = None
+
+
+def kernel_manager_class() -> type:
+    """The kernel manager every stage notebook runs under: jupyter_client's, made quiet at the source.
+
+    Two messages reached the terminal of ``dvc repro`` from every kernel (issue 16):
+
+    - ``Kernel is running over TCP without encryption`` (ipykernel >= 7 warns when its sockets are plain
+      TCP). jupyter_client provisions CurveZMQ keys when ``transport_encryption`` is ``auto`` and the
+      kernelspec declares ``supported_encryption: curve`` (ipykernel's does), so the warning's cause is
+      removed rather than its text hidden.
+    - ``KeyboardInterrupt caught in kernel``: jupyter_client interrupts the kernel (SIGINT) before every
+      shutdown, to stop code that may still run. A stage notebook has finished (or failed) when it is shut
+      down, and the signal can land while ipykernel is still leaving its last cell, which it then reports
+      (6 runs in 48 on this machine, 3 kernels at a time). Shutting down without the interrupt removes the
+      race; a kernel that really is busy is still stopped by the shutdown request and then killed.
+    """
+    global _KERNEL_MANAGER
+    if _KERNEL_MANAGER is None:
+        import zmq
+        from jupyter_client.manager import AsyncKernelManager
+        from traitlets import default
+
+        class StageKernelManager(AsyncKernelManager):  # type: ignore[misc]
+            if "transport_encryption" in AsyncKernelManager.class_trait_names():
+
+                @default("transport_encryption")
+                def _transport_encryption_default(self) -> str:
+                    return "auto" if zmq.has("curve") else "disabled"
+
+            async def _async_interrupt_kernel(self) -> None:
+                if self.shutting_down:
+                    return
+                await super()._async_interrupt_kernel()
+
+        _KERNEL_MANAGER = StageKernelManager
+    return _KERNEL_MANAGER
+
+
+def render_html(nb: Any, with_code: bool = False) -> str:
+    """The notebook as an HTML page; code cells' input is left out unless ``with_code``.
+
+    Outputs (text, tables, figures) are kept either way; the same page with code is what
+    ``jupyter nbconvert --to html <notebook>`` gives.
+    """
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    exporter.exclude_input = not with_code
+    # The prompt column (In [3]:) only means something next to the code it numbers.
+    exporter.exclude_input_prompt = not with_code
+    exporter.exclude_output_prompt = not with_code
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
 def execute(
     notebook: str | Path,
     out_stem: str | Path,
     parameters: dict[str, Any] | None = None,
     html: bool = True,
     kernel: str = "python3",
+    with_code: bool = False,
 ) -> Path:
     """Execute ``notebook`` into ``out_stem``.ipynb (and .html); return the executed notebook's path.
 
@@ -65,8 +130,9 @@ def execute(
         notebook: the notebook to run; its cell tagged ``parameters`` holds the defaults.
         out_stem: output path without suffix.
         parameters: values papermill injects after the ``parameters`` cell.
-        html: also render ``out_stem``.html.
+        html: also render ``out_stem``.html, without the code cells' input (a report for reading).
         kernel: the Jupyter kernel to run it with.
+        with_code: also render ``out_stem``.code.html, with the code shown (needs ``html``).
 
     Raises:
         NotebookFailed: a cell raised (the message is that cell's error, on one line) or the notebook could
@@ -75,7 +141,6 @@ def execute(
     """
     import nbformat
     import papermill as pm
-    from nbconvert import HTMLExporter
 
     out_stem = Path(out_stem)
     out_nb = out_stem.with_suffix(".ipynb")
@@ -95,10 +160,8 @@ def execute(
                 progress_bar=False,
                 log_output=False,
                 cwd=None,
-                # The kernel's own log (a start-up warning about TCP without encryption on a local kernel, a
-                # KeyboardInterrupt logged when it is shut down) would print beside the one ERROR line a
-                # failure gives. Cell errors and a dead kernel still reach papermill, and this message.
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                # Quiet at the source (kernel_manager_class): no unencrypted-TCP warning, no shutdown interrupt.
+                kernel_manager_class=kernel_manager_class(),
             )
         except pm.PapermillExecutionError as e:
             where = failing_line(e.traceback)
@@ -115,10 +178,14 @@ def execute(
         with atomic_path(out_nb) as t:
             nbformat.write(nb, t)
         if html:
-            body, _ = HTMLExporter().from_notebook_node(nb)
             with atomic_path(out_stem.with_suffix(".html")) as t:
-                t.write_text(body, encoding="utf-8")
+                t.write_text(render_html(nb), encoding="utf-8")
+            if with_code:
+                with atomic_path(_code_html_path(out_stem)) as t:
+                    t.write_text(render_html(nb, with_code=True), encoding="utf-8")
     _failed_path(out_stem).unlink(missing_ok=True)  # an older failure no longer describes the outputs
+    if not (html and with_code):
+        _code_html_path(out_stem).unlink(missing_ok=True)  # nor does an older with-code rendering
     return out_nb
 
 
@@ -126,6 +193,10 @@ def _one_line(text: str, limit: int = 2000) -> str:
     """The error on one line (the CLI prints exactly one ERROR line), cut if it is a wall of text."""
     flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _code_html_path(out_stem: Path) -> Path:
+    return out_stem.parent / f"{out_stem.name}.code.html"
 
 
 def _failed_path(out_stem: Path) -> Path:
@@ -152,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook")
-    ap.add_argument("out_stem", help="output path without suffix: writes .ipynb and .html")
+    ap.add_argument(
+        "out_stem", help="output path without suffix: writes .ipynb and .html (the report, code hidden)"
+    )
     ap.add_argument(
         "-p",
         nargs=2,
@@ -162,11 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a notebook parameter (YAML value)",
     )
     ap.add_argument("--no-html", action="store_true")
+    ap.add_argument(
+        "--with-code", action="store_true", help="also write OUT_STEM.code.html, the report with its code"
+    )
     args = ap.parse_args(argv)
 
     def body() -> int:
         params = {k: parse_value(v, f"-p {k}") for k, v in args.p}
-        execute(args.notebook, args.out_stem, params, html=not args.no_html)
+        execute(args.notebook, args.out_stem, params, html=not args.no_html, with_code=args.with_code)
         return 0
 
     return run_main("dmtl.notebook", body, argv=argv)

@@ -1,20 +1,72 @@
-"""Figures of the study, drawn from the files the pipeline writes (never from numbers typed by hand)."""
+"""Figures of the study, drawn from the files the pipeline writes (never from numbers typed by hand).
+
+Every figure function draws, writes its PNG (when given a path) and hands the figure to :func:`show`: in a
+Jupyter kernel (a stage notebook run by papermill, or JupyterLab) the figure is displayed where the cell
+draws it, so the executed notebook and its HTML report carry it; anywhere else (sweeps, tests, scripts)
+nothing is shown. Either way the figure is then closed, so a long run never piles up open figures.
+"""
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
-matplotlib.use("Agg")
+
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (where figures are displayed), not a script or a test."""
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    ip = shell.get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
+# Headless outside a kernel: scripts and tests never open a window. In a kernel the backend is left as the
+# user (or ipykernel's inline default) set it, so their own figures still show.
+if not in_kernel():
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from dmtl.vocab import model_color, ordered_models  # noqa: E402
+from dmtl.vocab import TEACHER, model_color, ordered_models  # noqa: E402
+
+# The teacher's variants (teacher figure only): the default keeps the teacher's colour, the others get colours
+# no model uses.
+VARIANT_COLORS = {"default": model_color(TEACHER), "shared_bottom": "#17becf", "no_esmm": "#c49c94"}
+PNG_DPI = 110
+
+
+def palette(values: Sequence[str]) -> dict[str, str]:
+    """The colour of each model (:func:`dmtl.vocab.model_color`) or teacher variant in ``values``."""
+    return {v: VARIANT_COLORS.get(v) or model_color(v) for v in values}
+
+
+def show(fig: plt.Figure, png: bytes | None = None) -> plt.Figure:
+    """Display ``fig`` in a Jupyter kernel (as the PNG written to plots/, when given), then close it.
+
+    Outside a kernel it is only closed. The returned figure can still be saved or inspected; ending a cell
+    with ``fig = plots....(...)`` (not a bare call) keeps IPython from displaying it a second time.
+    """
+    if in_kernel():
+        from IPython.display import Image, display
+
+        display(Image(data=png if png is not None else _png(fig), format="png"))
+    plt.close(fig)
+    return fig
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=PNG_DPI, bbox_inches="tight")
+    return buf.getvalue()
 
 
 def plain(text: Any) -> str:
@@ -28,20 +80,33 @@ def plain(text: Any) -> str:
 
 
 def save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+    """Write ``fig`` as a PNG at ``path`` (atomically; skipped when None), then :func:`show` it."""
+    png = _png(fig)
     if path is not None:
         from dmtl.io import atomic_path
 
         with atomic_path(Path(path)) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return fig
+            tmp.write_bytes(png)
+    return show(fig, png)
 
 
 def learning_curves(curves: pd.DataFrame, hue: str, path: str | Path | None = None) -> plt.Figure:
     """Train and validation loss per epoch, one line per ``hue`` value and seed."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
     for ax, col in zip(axes, ("train_loss", "val_loss"), strict=True):
-        sns.lineplot(data=curves, x="epoch", y=col, hue=hue, units="seed", estimator=None, ax=ax, marker="o")
+        sns.lineplot(
+            data=curves,
+            x="epoch",
+            y=col,
+            hue=hue,
+            palette=palette(list(curves[hue].unique())),
+            units="seed",
+            estimator=None,
+            ax=ax,
+            marker="o",
+        )
         ax.set_title(plain(col.replace("_", " ")))
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     fig.tight_layout()
     return save(fig, path)
 
@@ -76,20 +141,29 @@ def metric_bars(
 
 
 def at_k_curves(table: pd.DataFrame, columns: Sequence[str], path: str | Path | None = None) -> plt.Figure:
-    """Retrieval metrics against K, one line per student."""
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.6))
+    """Retrieval metrics against K, one line per model in its colour; one legend above the panels."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.5 * len(columns), 3.9))
+    models = ordered_models(list(table["model"].unique()))
     for ax, col in zip(np.atleast_1d(axes), columns, strict=True):
         sns.lineplot(
             data=table,
             x="k",
             y=col,
             hue="model",
-            hue_order=ordered_models(table["model"].unique()),
+            hue_order=models,
+            palette=palette(models),
             marker="o",
             ax=ax,
+            legend=ax is np.atleast_1d(axes)[0],
         )
         ax.set_title(plain(f"{col}@K"))
-    fig.tight_layout()
+    first = np.atleast_1d(axes)[0]
+    handles, labels = first.get_legend_handles_labels()
+    first.get_legend().remove()  # one legend for all panels, where it hides no line
+    fig.legend(
+        handles, [plain(x) for x in labels], loc="upper center", ncol=min(len(labels), 9), frameon=False
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return save(fig, path)
 
 
@@ -101,7 +175,7 @@ def paired_differences(summary: Mapping[str, Any], metric: str, path: str | Path
         lo = d["ci_low"] if d["ci_low"] is not None else d["mean"]
         hi = d["ci_high"] if d["ci_high"] is not None else d["mean"]
         ax.plot([lo, hi], [i, i], color="k")
-        ax.plot([d["mean"]], [i], "o", color="#d62728")
+        ax.plot([d["mean"]], [i], "o", color=model_color("dmtl"))
     ax.axvline(0, color="grey", ls="--")
     ax.set_yticks(range(len(rows)), [plain(f"dmtl - {n}") for n, _ in rows])
     ax.set_title(plain(f"paired difference: {metric}"))
@@ -217,7 +291,7 @@ def student_vs_teacher(sample: pd.DataFrame, path: str | Path | None = None) -> 
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2))
     for ax, model in zip(np.atleast_1d(axes), models, strict=True):
         g = sample[sample["model"] == model]
-        ax.scatter(g["teacher_p_ctcvr"], g["student_score"], s=3, alpha=0.3)
+        ax.scatter(g["teacher_p_ctcvr"], g["student_score"], s=3, alpha=0.3, color=model_color(model))
         ax.set_xscale("log")
         ax.set_title(plain(model))
         ax.set_xlabel("teacher p_ctcvr")

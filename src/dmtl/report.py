@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dmtl import vocab as V
@@ -49,6 +50,34 @@ def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
     if lo is None or hi is None:
         return f"{d['mean']:.{digits}f}"
     return f"{d['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def split_table(data_summary: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per split (train, val, test) of ``metrics/data.json``: counts as integers, rates as fractions.
+
+    Built row by row, a table mixing counts and rates would turn every count into a float (19429.0).
+    """
+    table = pd.DataFrame({k: data_summary[k] for k in ("train", "val", "test")}).T
+    counts = [c for c in ("impressions", "users", "items") if c in table]
+    return table.astype({c: "int64" for c in counts})
+
+
+def calibration_table(calibration: Mapping[str, Any], digits: int = 4) -> pd.DataFrame:
+    """The simulator's calibration numbers (scalars only), one per row: counts as integers, the rest rounded.
+
+    One column holds both counts and rates, so each value is formatted on its own (a float column would
+    print 33,700 impressions as 33700.0000).
+    """
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool | np.bool_):
+            return str(bool(v))
+        if isinstance(v, int | np.integer):
+            return f"{int(v):,}"
+        return f"{float(v):.{digits}f}"
+
+    values = {k: fmt(v) for k, v in calibration.items() if not isinstance(v, dict | list)}
+    return pd.Series(values, name="value", dtype=object).to_frame()
 
 
 def report_metrics(summary: Mapping[str, Any]) -> list[str]:

@@ -98,6 +98,10 @@ def run_point(
 ) -> pd.DataFrame:
     """Run the stages from ``start`` on into ``root``; return the per-seed metrics table."""
     root, base_root = Path(root), Path(base_root)
+    if param:  # progress lines of parallel grid points say which point they belong to
+        from dmtl.progress import set_context
+
+        set_context(f"{param}={_get(study.to_dict(), param)}")
     _link_earlier(base_root, root, start)
     for name in ORDER[ORDER.index(start) :]:
         if name == "student":

@@ -24,6 +24,7 @@ from dmtl.io import atomic_path
 from dmtl.losses import soft_target_from_teacher, teacher_loss
 from dmtl.models.teacher import MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
+from dmtl.progress import ProgressLine
 
 if TYPE_CHECKING:
     from dmtl.objectives import StudentObjective, UnexposedPairs
@@ -325,7 +326,9 @@ def fit(
         )
         stop = EarlyStopping(monitor=monitor, mode=mode, patience=train.patience)
         first = [select] if select is not None else []  # logs val_select before the others read it
-        trainer = make_trainer(train, [*first, curve, best, stop, *(extra_callbacks or [])], ckpt_dir)
+        progress = ProgressLine(seed, train.seeds)  # one terminal line per run (dmtl.progress)
+        callbacks = [*first, curve, best, stop, progress, *(extra_callbacks or [])]
+        trainer = make_trainer(train, callbacks, ckpt_dir)
         trainer.fit(module, datamodule=dm)
         if best.best_model_path:
             state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
