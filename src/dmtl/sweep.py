@@ -59,6 +59,16 @@ def first_stage(*params: str) -> str:
     )
 
 
+def _get(tree: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` of a params tree (``None`` where absent)."""
+    node: Any = tree
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def _link(src: Path, dst: Path) -> None:
     if not src.exists():
         raise FileNotFoundError(f"{src} is missing: run the main pipeline (dvc repro) before this sweep")
@@ -97,18 +107,21 @@ def run_point(
     study: Study, root: str | Path, start: str = "prepare", base_root: str | Path = ".", param: str = ""
 ) -> pd.DataFrame:
     """Run the stages from ``start`` on into ``root``; return the per-seed metrics table."""
-    root, base_root = Path(root), Path(base_root)
-    if param:  # progress lines of parallel grid points say which point they belong to
-        from dmtl.progress import set_context
+    from dmtl.progress import set_context
 
-        set_context(f"{param}={_get(study.to_dict(), param)}")
-    _link_earlier(base_root, root, start)
-    for name in ORDER[ORDER.index(start) :]:
-        if name == "student":
-            for student in _students_to_train(study, param, base_root, root):
-                run_student(study, student, root)
-        else:
-            RUNNERS[name](study, root)
+    root, base_root = Path(root), Path(base_root)
+    # Progress lines of parallel grid points say which point they belong to.
+    set_context(f"{param}={_get(study.to_dict(), param)}" if param else "")
+    try:
+        _link_earlier(base_root, root, start)
+        for name in ORDER[ORDER.index(start) :]:
+            if name == "student":
+                for student in _students_to_train(study, param, base_root, root):
+                    run_student(study, student, root)
+            else:
+                RUNNERS[name](study, root)
+    finally:
+        set_context("")
     return pd.read_parquet(Paths(root).metrics / "per_seed.parquet")
 
 
