@@ -76,7 +76,7 @@ def test_report_html_hides_code_and_the_code_rendering_shows_it(report_run):
     assert "metric_bars" not in html and "metric_bars" in with_code
     assert "In&nbsp;[" not in html  # no prompt column without the code it numbers
     assert len(IMG.findall(with_code)) == len(IMG.findall(html))
-    assert "Results: mean [95% interval] over seeds" in html  # the text and tables stay
+    assert "Every model: mean [95% interval]" in html  # the text and tables stay
 
 
 def test_a_rerun_without_code_removes_the_stale_code_rendering(tmp_path: Path) -> None:

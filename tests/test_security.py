@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from nbconvert import HTMLExporter
 
-from dmtl import plots, report
+from dmtl import plots, report, sweep_tables
 from dmtl.sweep import _value_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ def test_loading_never_executes_code_from_a_file() -> None:
 def test_markdown_helpers_escape_html() -> None:
     assert report.md_text("<b>a</b> & *b*") == r"&lt;b&gt;a&lt;/b&gt; &amp; \*b\*"
     assert report.md_code("<b>") == "<code>&lt;b&gt;</code>"
-    heading = report.sweep_heading("tau", {"param": "data.tau", "values": ["mean", ATTACK]})
+    heading = sweep_tables.sweep_heading("tau", {"param": "data.tau", "values": ["mean", ATTACK]})
     assert "<script" not in heading and "<img" not in heading and "&lt;script&gt;" in heading
 
 
@@ -136,10 +136,10 @@ def test_user_strings_are_escaped_in_the_rendered_report() -> None:
         {"text/markdown": report.setup_text(summary, data_summary), "text/plain": ""},
         {"text/markdown": report.limitations_text(summary), "text/plain": ""},
         {
-            "text/markdown": report.sweep_heading(ATTACK, {"param": "data.path", "values": [ATTACK]}),
+            "text/markdown": sweep_tables.sweep_heading(ATTACK, {"param": "data.path", "values": [ATTACK]}),
             "text/plain": "",
         },
-        {"text/html": report.sweep_table(sweep)._repr_html_(), "text/plain": ""},
+        {"text/html": sweep_tables.sweep_table(sweep)._repr_html_(), "text/plain": ""},
         {"text/html": pd.DataFrame({ATTACK: [ATTACK]}, index=[ATTACK])._repr_html_(), "text/plain": ""},
     )
     assert "<script>alert" not in body and "<img src=x" not in body

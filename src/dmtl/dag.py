@@ -154,6 +154,8 @@ STAGES: tuple[Stage, ...] = (
             "metrics/metrics.json",
             "metrics/per_seed.parquet",
             "metrics/teacher.json",
+            "metrics/teacher_runs.parquet",
+            "metrics/students",
             "metrics/data.json",
             "plots/retrieval_at_k.csv",
             "plots/student_vs_teacher.csv",

@@ -9,6 +9,7 @@ browser. Tables are DataFrames, which pandas renders with HTML escaping on.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,17 +31,6 @@ def md_text(text: Any) -> str:
 def md_code(text: Any) -> str:
     """``text`` as inline code in Markdown, HTML-escaped (a backtick span would show entities verbatim)."""
     return f"<code>{html.escape(str(text), quote=True)}</code>"
-
-
-def sweep_heading(name: str, spec: Any, ran: bool = True) -> str:
-    """The report's Markdown heading of one sweep (a :class:`dmtl.config.SweepSpec` or its mapping), user
-    strings escaped."""
-    if not ran:
-        return f"### {md_code(name)} — not run (no sweeps/{md_text(name)}/results.csv)"
-    param, values = (
-        (spec["param"], spec["values"]) if isinstance(spec, Mapping) else (spec.param, spec.values)
-    )
-    return f"### {md_code(name)}: {md_code(param)} in {', '.join(md_code(v) for v in values)}"
 
 
 def _fmt(d: Mapping[str, Any] | None, digits: int = 4) -> str:
@@ -291,139 +281,67 @@ def teacher_agreement(sample: pd.DataFrame) -> pd.DataFrame:
     return pd.Series(rows, name="spearman(student score, teacher p_ctcvr)").to_frame()
 
 
-def read_sweep(root: str | Path, name: str) -> pd.DataFrame | None:
-    path = Path(root) / "sweeps" / name / "results.csv"
-    return pd.read_csv(path) if path.exists() else None
-
-
-def sweep_metrics(results: pd.DataFrame) -> list[str]:
-    """The headline metrics a sweep's results hold, at the headline cut-off of their K."""
-    names = set(results["metric"])
-    ks = sorted({int(m.split("@")[1]) for m in names if "@" in m})
-    return [m for m in V.headline(ks) if m in names] if ks else [m for m in V.HEADLINE if m in names]
-
-
-EVERY_VALUE = "(every value)"
-
-
-def sweep_table(results: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """(value, model) x metric table of 'mean [low, high]' cells of one sweep.
-
-    A model whose cells are the same at every value (a student the swept parameter does not touch, reused
-    from the main run; the teacher across a student's parameter) is shown once, as ``(every value)``.
-    """
-    part = results[results["metric"].isin(metrics or sweep_metrics(results))].copy()
-    part["cell"] = [_fmt(r) for r in part.to_dict("records")]
-    table = part.pivot_table(
-        index=["value", "model"], columns="metric", values="cell", aggfunc="first", sort=False
-    )
+def stopping_table(root: str | Path) -> pd.DataFrame:
+    """Every training run's epochs and whether early stopping ended it (``train.max_epochs`` did not)."""
+    metrics = Path(root) / "metrics"
     rows = []
-    for model in V.ordered_models(dict.fromkeys(part["model"])):
-        block = table.xs(model, level="model", drop_level=False)
-        if len(block) > 1 and (block.nunique(dropna=False) <= 1).all():
-            block = block.iloc[:1].rename(index={block.index[0][0]: EVERY_VALUE}, level="value")
-        rows.append(block)
-    return pd.concat(rows).fillna("—") if rows else table
-
-
-def regime_map(root: str | Path, grid: Mapping[str, Any], reference: str) -> pd.DataFrame:
-    """The map of where distillation helps: for each regime sweep, value and headline retrieval metric, the
-    reference's difference with the strongest non-distilled model at that point, its interval and verdict."""
-    rows = []
-    for name, spec in grid.items():
-        if not spec.regime:
-            continue
-        folder = Path(root) / "sweeps" / name
-        if not (folder / "results.csv").exists() or not (folder / "comparisons.csv").exists():
-            continue
-        results, comps = pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "comparisons.csv")
-        for value in dict.fromkeys(results["value"].astype(str)):
-            at = results[results["value"].astype(str) == value]
-            summary = {
-                "reference": reference,
-                "models": {
-                    m: dict(zip(g["metric"], g[["mean"]].to_dict("records"), strict=True))
-                    for m, g in at.groupby("model")
-                },
-            }
-            for metric in regime_metrics(results):
-                other = strongest_competitor(summary, metric)
-                hit = comps[
-                    (comps["value"].astype(str) == value)
-                    & (comps["competitor"] == other)
-                    & (comps["metric"] == metric)
-                ]
-                if other is None or hit.empty:
-                    continue
-                row = hit.iloc[0]
-                rows.append(
-                    {
-                        "sweep": name,
-                        "param": spec.param,
-                        "value": value,
-                        "metric": metric,
-                        "strongest": other,
-                        **{k: row[k] for k in ("mean", "ci_low", "ci_high", "p_holm", "decision")},
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def regime_metrics(results: pd.DataFrame) -> list[str]:
-    """The retrieval metrics the regime map shows: long reads retrieved, and the oracle's P(long read)."""
-    names = set(results["metric"])
-    ks = sorted({int(m.split("@")[1]) for m in names if "@" in m})
-    if not ks:
-        return []
-    k = V.main_k(ks)
-    return [m for m in (f"recall_long@{k}", f"oracle_p_long@{k}") if m in names]
-
-
-def regime_findings(table: pd.DataFrame, reference: str) -> str:
-    """One sentence per regime knob and metric: the values where the reference beats the strongest
-    non-distilled model, where it loses, and where the evidence does not separate them."""
-    if table.empty:
-        return "_No regime sweep has run._"
-    lines = []
-    for (sweep, metric), part in table.groupby(["sweep", "metric"], sort=False):
-
-        def at(code: str, part: pd.DataFrame = part) -> str:
-            hits = part[part["decision"] == code]
-            return (
-                ", ".join(
-                    f"{md_code(r.value)} ({_fmt(r._asdict(), 3)} vs {md_code(r.strongest)})"
-                    for r in hits.itertuples()
-                )
-                or "none"
+    teacher = metrics / "teacher_runs.parquet"
+    if teacher.exists():
+        runs = pd.read_parquet(teacher)
+        runs = runs[runs["split"] == "test"]
+        for r in runs.itertuples():
+            rows.append(
+                {
+                    "model": f"teacher ({r.variant})",
+                    "seed": r.seed,
+                    "epochs": r.epochs,
+                    "stopped early": bool(getattr(r, "stopped_early", False)),
+                }
             )
-
-        param = md_code(part["param"].iloc[0])
-        lines.append(
-            f"- **{md_text(sweep)}** ({param}), `{metric}`: {reference} beats the strongest non-distilled model at "
-            f"{at('better')}; loses at {at('worse')}; equivalent at {at('equivalent')}; not separated at "
-            f"{at('not_enough_evidence')}."
-        )
-    return "\n".join(lines)
+    for path in sorted((metrics / "students").glob("*.json")):
+        summary = json.loads(path.read_text())
+        for r in summary["runs"]:
+            rows.append(
+                {
+                    "model": summary["student"],
+                    "seed": r["seed"],
+                    "epochs": r["epochs"],
+                    "stopped early": bool(r.get("stopped_early", False)),
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {m: i for i, m in enumerate(V.ordered_models(dict.fromkeys(table["model"])))}
+    return table.sort_values(
+        ["model", "seed"], key=lambda c: c.map(order) if c.name == "model" else c
+    ).reset_index(drop=True)
 
 
 def limitations_text(summary: Mapping[str, Any]) -> str:
+    """What the study cannot say, read from its own settings (docs/protocol.md, limitations)."""
     meta = summary["meta"]
+    method = summary.get("method", {})
     n = len(meta["seeds"])
-    simulated = meta["source"] == "simulated"
     items = [
-        f"- **Seeds.** {n} seeds: intervals use Student's t with {n - 1} degrees of freedom and are wide; "
-        "seeds vary model initialisation and batch order, not the data (one simulated world / one log).",
+        f"- **Seeds and users.** {n} seeds, and the test users resampled {method.get('n_boot', '?')} times: "
+        "intervals cover the model's randomness and which users happened to be tested, not another world or "
+        "another log (the full run repeats the study on three simulated worlds).",
         "- **Offline only.** The paper's main evidence is an online A/B test of reading duration; offline "
-        "retrieval metrics on logged data inherit the logging policy's exposure bias (items never shown cannot be "
-        "counted as positives).",
+        "retrieval metrics on logged data inherit the logging policy's exposure bias (items a user was never shown "
+        "cannot be counted as positives).",
         "- **Unknown details.** The paper's tables, data size, hyper-parameters and exact distillation loss are not "
-        "public; the defaults here are this study's choices (docs/protocol.md §2), and the sweeps show how much they matter.",
+        "public; the defaults here are this study's choices (docs/protocol.md §2), and the sweeps show how much "
+        "they matter.",
     ]
-    if simulated:
+    if meta.get("simulated"):
         items.append(
-            "- **Simulated data.** The default world is a simulator built to contain the paper's mechanism "
-            "(clickbait clicked but not read); that DMTL can win there shows the method works when the mechanism "
-            "exists, not how large the effect is on a real feed. Run the study on KuaiRand or your own logs for that."
+            "- **What the simulator builds in.** Clickbait is an item latent that only durations reveal, so a "
+            "click-trained model is bound to retrieve it; the click and reading logits are sums of user, item and "
+            "topic-match terms, which two towers can represent; the teacher's only privileged inputs are the logged "
+            "position (a bias, not a feature, by default) and, when the privileged-information knob is on, the "
+            "user's clicks on the item's publisher. A win or a loss here says what happens when these mechanisms "
+            "hold, not how large the effect is on a real feed; run the study on KuaiRand or your own logs for that."
         )
     else:
         items.append(

@@ -326,7 +326,7 @@ def run_sweep(
         with atomic_path(out_dir / name) as tmp:
             table.to_csv(tmp, index=False)
     from dmtl import plots
-    from dmtl.report import sweep_metrics
+    from dmtl.sweep_tables import sweep_metrics
 
     teacherless = results[results["model"] != "teacher"]
     plots.sweep_summary(teacherless, spec.param, sweep_metrics(results), out_dir / "summary.png")
