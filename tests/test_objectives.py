@@ -21,7 +21,7 @@ def test_sampled_softmax_equals_its_formula_with_log_q_and_accidental_hits():
     rows = torch.tensor([7, 3, 7])  # rows 0 and 2 hold the same item: not negatives of each other
     q = torch.tensor([0.5, 0.25, 0.5], dtype=D)
     w = torch.tensor([1.0, 0.5, 2.0], dtype=D)
-    got = sampled_softmax_loss(user, item, rows, torch.log(q), w)
+    got = sampled_softmax_loss(user, item, rows, torch.log(q), w, n_negatives=3)
     logits = (user @ item.T).numpy() - np.log(q.numpy())[None, :]
     want, total = 0.0, 0.0
     for i in range(3):
@@ -31,12 +31,31 @@ def test_sampled_softmax_equals_its_formula_with_log_q_and_accidental_hits():
         total += w[i].item()
     assert got.item() == pytest.approx(want / total, rel=1e-12)
     # The correction matters: without it a popular item (large q) is penalised more as a negative.
-    plain = sampled_softmax_loss(user, item, rows, torch.zeros(3, dtype=D), w)
+    plain = sampled_softmax_loss(user, item, rows, torch.zeros(3, dtype=D), w, n_negatives=3)
     assert plain.item() != pytest.approx(got.item())
     # No positive mass: zero loss, still differentiable.
-    zero = sampled_softmax_loss(user.requires_grad_(), item, rows, torch.log(q), torch.zeros(3, dtype=D))
+    zero = sampled_softmax_loss(user.requires_grad_(), item, rows, torch.log(q), torch.zeros(3, dtype=D), 3)
     zero.backward()
     assert zero.item() == 0.0 and torch.isfinite(user.grad).all()
+
+
+def test_shared_negatives_are_the_first_rows_items():
+    """With n_negatives < B every row's negatives are the items of the first n rows (its own item masked)."""
+    gen = torch.Generator().manual_seed(0)
+    user, item = torch.randn(6, 3, generator=gen, dtype=D), torch.randn(6, 3, generator=gen, dtype=D)
+    rows = torch.tensor([0, 1, 2, 3, 1, 5])  # row 4 holds row 1's item
+    log_q, w = torch.zeros(6, dtype=D), torch.ones(6, dtype=D)
+    got = sampled_softmax_loss(user, item, rows, log_q, w, n_negatives=2)
+    want = 0.0
+    for i in range(6):
+        pos = float(user[i] @ item[i])
+        negs = [float(user[i] @ item[j]) for j in range(2) if rows[j] != rows[i]]
+        want += -(pos - math.log(math.exp(pos) + sum(math.exp(x) for x in negs)))
+    assert got.item() == pytest.approx(want / 6, rel=1e-12)
+    # n >= B is the classic in-batch softmax.
+    assert sampled_softmax_loss(user, item, rows, log_q, w, 6).item() == pytest.approx(
+        sampled_softmax_loss(user, item, rows, log_q, w, 100).item()
+    )
 
 
 def test_every_student_has_a_softmax_weight():

@@ -38,7 +38,7 @@ def _student(params, prepared, lr: float | None = None):
     if lr is not None:
         ctr = dataclasses.replace(ctr, lr=lr)
     model = build_student(prepared.cardinalities, params.students.common, ctr)
-    objective = StudentObjective(ctr, "pointwise", prepared.meta["mean_clicked_train_duration"], None)
+    objective = StudentObjective(ctr, "pointwise", prepared.meta["mean_clicked_train_duration"], None, 1024)
     return StudentModule(model, ctr, objective, duration_cap=prepared.meta["duration_cap_seconds"])
 
 

@@ -139,6 +139,9 @@ class TowersConfig:
         "pointwise: each student's loss on logged impressions | sampled_softmax: in-batch softmax over the "
         "corpus with log-Q correction, each impression weighted by the student's target",
     )
+    softmax_negatives: int = rule(
+        number(1, 1_000_000, True), "sampled_softmax: the batch rows whose items are every row's negatives"
+    )
 
 
 @dataclass(frozen=True)

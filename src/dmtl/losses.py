@@ -290,18 +290,21 @@ def student_loss(
 
 # ------------------------------------------------------------------------------------ sampled softmax
 def sampled_softmax_loss(
-    user_emb: Tensor, item_emb: Tensor, item_row: Tensor, log_q: Tensor, weight: Tensor
+    user_emb: Tensor, item_emb: Tensor, item_row: Tensor, log_q: Tensor, weight: Tensor, n_negatives: int
 ) -> Tensor:
     """In-batch sampled softmax with the log-Q correction (Yi et al., RecSys 2019), rows weighted.
 
-    Row ``i`` is the pair (user ``i``, item ``i``); the other rows' items are its negatives. Because an item
-    enters a batch with probability ``q_j`` (its share of the training stream), popular items would be
+    Row ``i`` is the pair (user ``i``, item ``i``); the items of the batch's first ``n_negatives`` rows are
+    the negatives of every row (the batch is shuffled, so they are a sample of the training stream; with
+    ``n_negatives >= B`` every other row's item is a negative, the classic in-batch softmax). Because an
+    item enters a batch with probability ``q_j`` (its share of the stream), popular items would be
     over-penalised as negatives; subtracting ``log q_j`` from every logit corrects the sampled softmax towards
-    the full softmax over the corpus. Other rows holding the *same* item as row ``i`` are not negatives for
-    it ("accidental hits") and are masked.
+    the full softmax over the corpus. A negative holding row ``i``'s own item ("accidental hit", including
+    row ``i`` itself) is masked.
 
-    ``loss = sum_i w_i * -log softmax_j(<u_i, v_j> - log q_j)[i] / sum_i w_i`` (0 when no row has weight):
-    a row's weight is how much the student's target says the pair is a positive (:data:`SOFTMAX_WEIGHTS`).
+    ``loss = sum_i w_i * -log softmax([<u_i, v_i> - log q_i, <u_i, v_j> - log q_j for j])[0] / sum_i w_i``
+    (0 when no row has weight): a row's weight is how much the student's target says the pair is a positive
+    (:data:`SOFTMAX_WEIGHTS`). The cost is ``B * n_negatives`` logits rather than ``B * B``.
 
     Args:
         user_emb: ``(B, d)`` user-tower outputs.
@@ -309,13 +312,17 @@ def sampled_softmax_loss(
         item_row: ``(B,)`` item index of each row (for the accidental-hit mask).
         log_q: ``(B,)`` log sampling probability of each row's item.
         weight: ``(B,)`` non-negative row weights.
+        n_negatives: how many of the batch's rows serve as the shared negatives.
     """
     _check_same_shape(item_row=item_row, log_q=log_q, weight=weight)
-    logits = user_emb @ item_emb.T - log_q.to(user_emb.dtype)[None, :]
-    same = item_row[:, None] == item_row[None, :]
-    same.fill_diagonal_(False)
-    logits = logits.masked_fill(same, float("-inf"))
-    nll = -torch.log_softmax(logits, dim=1).diagonal()
+    if n_negatives < 1:
+        raise ValueError(f"n_negatives must be >= 1; got {n_negatives}")
+    log_q = log_q.to(user_emb.dtype)
+    n = min(int(n_negatives), len(item_row))
+    positive = (user_emb * item_emb).sum(dim=-1) - log_q
+    negative = user_emb @ item_emb[:n].T - log_q[None, :n]
+    negative = negative.masked_fill(item_row[:, None] == item_row[None, :n], float("-inf"))
+    nll = -torch.log_softmax(torch.cat([positive[:, None], negative], dim=1), dim=1)[:, 0]
     weight = weight.to(nll.dtype)
     return (weight * nll).sum() / weight.sum().clamp(min=torch.finfo(nll.dtype).tiny)
 

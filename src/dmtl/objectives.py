@@ -85,8 +85,16 @@ def item_log_q(sampler_items: np.ndarray, train_counts: np.ndarray, unexposed_ra
 class StudentObjective(nn.Module):
     """One student's loss on a batch (and its unexposed pairs) under ``students.common.objective``."""
 
-    def __init__(self, student: StudentConfig, objective: str, duration_scale: float, log_q: Tensor | None):
+    def __init__(
+        self,
+        student: StudentConfig,
+        objective: str,
+        duration_scale: float,
+        log_q: Tensor | None,
+        n_negatives: int,
+    ):
         super().__init__()
+        self.n_negatives = n_negatives
         if objective == "sampled_softmax" and log_q is None:
             raise ValueError("the sampled_softmax objective needs each item's log sampling probability")
         self.student, self.objective, self.duration_scale = student, objective, duration_scale
@@ -119,4 +127,4 @@ class StudentObjective(nn.Module):
             item = torch.cat([item, model.item_embedding(pairs["item_x"])])
             rows = torch.cat([rows, pairs["item_row"]])
             weight = torch.cat([weight, s.distill.unexposed_weight * pairs["soft_label"].to(weight.dtype)])
-        return sampled_softmax_loss(user, item, rows, self.log_q[rows], weight)
+        return sampled_softmax_loss(user, item, rows, self.log_q[rows], weight, self.n_negatives)
