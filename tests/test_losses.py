@@ -410,7 +410,16 @@ def test_click_label_students_take_the_position_factor() -> None:
     s, p = torch.sigmoid(SEEN_LOGIT), torch.sigmoid(LOGIT)
     batch = {"click": CLICK, "long_read": LONG, "duration": DURATION, "soft_label": SOFT}
     factor = seen_of(SEEN_LOGIT)
-    distill = DistillConfig("p_ctcvr", "bce", 1.0, 0.5, "two_stage")
+    distill = DistillConfig(
+        soft_target="p_ctcvr",
+        distill_loss="bce",
+        kl_temperature=1.0,
+        hard_weight=0.5,
+        teacher_training="two_stage",
+        unexposed_ratio=0.0,
+        unexposed_popularity_share=0.5,
+        unexposed_weight=1.0,
+    )
 
     def loss(name: str, extra: dict) -> float:
         settings = distill if student(name).needs_teacher else None

@@ -38,22 +38,24 @@ def read_teacher_predictions(root: str | Path, seed: int, variant: str = "defaul
     return {k: pred[k].to_numpy(copy=True) for k in pred.columns}
 
 
-def write_position_bias(p_seen: np.ndarray, directory: Path) -> None:
-    """P(seen | bucket) of each encoded position bucket (0: not recorded; b >= 1: feed position b - 1)."""
+def write_position_bias(p_seen: np.ndarray, n_train: np.ndarray, directory: Path) -> None:
+    """P(seen | bucket) of each encoded position bucket (0: not recorded; b >= 1: feed position b - 1) and
+    the bucket's training impressions (a bucket with none keeps its initial value)."""
     buckets = np.arange(len(p_seen))
     write_json(
         {
             "bucket": buckets.tolist(),
             "position": (buckets - 1).tolist(),
             "p_seen": np.asarray(p_seen).tolist(),
+            "n_train": np.asarray(n_train).tolist(),
         },
         directory / "position_bias.json",
     )
 
 
 def read_position_bias(root: str | Path, seed: int, variant: str = "default") -> pd.DataFrame | None:
-    """The teacher's learned P(seen | position) per bucket (``bucket``, ``position``, ``p_seen``); ``None``
-    for a teacher without a position factor."""
+    """The teacher's learned P(seen | position) per bucket (``bucket``, ``position``, ``p_seen``,
+    ``n_train``); ``None`` for a teacher without a position factor."""
     path = Paths(root).teacher(variant, seed) / "position_bias.json"
     return pd.DataFrame(read_json(path)) if path.exists() else None
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dmtl import vocab as V
@@ -15,6 +16,7 @@ from dmtl.data import ImpressionTensors
 from dmtl.features import Prepared
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
 from dmtl.metrics import teacher_ranking_metrics
+from dmtl.models.position import POSITION_FEATURE
 from dmtl.paths import Paths
 from dmtl.stats.intervals import mean_ci
 from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
@@ -46,7 +48,9 @@ def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
         save_state(module.model, out / "model.pt")
         write_teacher_predictions(pred, out)
         if module.position is not None:
-            write_position_bias(module.position.p_seen().detach().numpy(), out)
+            p_seen = module.position.p_seen().detach().numpy()
+            bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
+            write_position_bias(p_seen, np.bincount(bucket, minlength=len(p_seen)), out)
         curves.append(curve.assign(variant=variant, seed=seed, series=f"{variant} seed {seed}"))
         for split in ("val", "test"):
             mask = prepared.split_mask(split)
