@@ -249,7 +249,7 @@ def ctr_student(study, position_bias: bool) -> StudentModule:
     torch.manual_seed(0)
     model = build_student(CARDS, common, cfg)
     column = student_position_column(common, cfg, ("ctx_position",))
-    objective = StudentObjective(cfg, "pointwise", 1.0, None)
+    objective = StudentObjective(cfg, "pointwise", 1.0, None, n_negatives=1024)
     return StudentModule(model, cfg, objective, duration_cap=1.0, position_column=column)
 
 

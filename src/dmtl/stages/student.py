@@ -66,7 +66,11 @@ def build_module(
         extra = sampler.item_probability() if sampler is not None else np.zeros(len(counts))
         log_q = item_log_q(extra, counts, distill.unexposed_ratio if sampler is not None else 0.0)
     objective = StudentObjective(
-        student, common.objective, prepared.meta["mean_clicked_train_duration"], log_q
+        student,
+        common.objective,
+        prepared.meta["mean_clicked_train_duration"],
+        log_q,
+        common.softmax_negatives,
     )
     module = StudentModule(
         build_student(prepared.cardinalities, common, student),
