@@ -113,7 +113,7 @@ TEACHER_HP: dict[str, Any] = {
     "w_ctr": 1.0,
     "w_ctcvr": 1.0,
     "w_duration": 0.0,
-    "use_position": True,
+    "position": "feature",
 }
 STUDENT_HP: dict[str, Any] = {
     "emb_dim": 16,

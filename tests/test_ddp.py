@@ -92,7 +92,13 @@ def _train_teacher(
     )
     data = ImpressionTensors(prepared)
     seed_everything(seed, 1)
-    module = TeacherModule(build_teacher(prepared.cardinalities, params.teacher), params.teacher)
+    context = prepared.meta["context_features"]
+    module = TeacherModule(
+        build_teacher(prepared.cardinalities, params.teacher, "default", context),
+        params.teacher,
+        "default",
+        context,
+    )
     fit(module, data, train, seed=seed, extra_callbacks=[RankRecorder(folder)])
     pred = predict_teacher(module, data)
     test = prepared.split_mask("test")

@@ -6,13 +6,17 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dmtl.config import DistillConfig
 from dmtl.losses import (
     DISTILL_LOSSES,
+    SOFT_LABEL_EPS,
     STUDENT_LOSSES,
     bce_ctcvr_from_logits,
+    bce_product,
     distillation_loss,
+    sigmoid_factor,
     student_loss,
     teacher_loss,
 )
@@ -305,3 +309,142 @@ def test_weighted_lr_odds_approximate_expected_duration() -> None:
     torch.testing.assert_close(odds, pos_weight / negatives, rtol=1e-6, atol=0)  # the exact optimum
     expected_duration = torch.zeros(3, dtype=D).index_add_(0, group, duration) / n
     torch.testing.assert_close(odds, expected_duration / scale, rtol=0.04, atol=0)  # 1/(1-CTR) <= 3.1%
+
+
+# ---------------------------------------------------------------- products of probabilities (ESMM, PAL)
+
+
+def factors_of(*logits: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [sigmoid_factor(a) for a in logits]
+
+
+def test_bce_product_equals_formula_for_three_factors() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(50, generator=gen, dtype=D) * 2 for _ in range(3))
+    y = torch.rand(50, generator=gen, dtype=D)  # soft targets too
+    p = torch.sigmoid(a) * torch.sigmoid(b) * torch.sigmoid(c)
+    got = bce_product(factors_of(a, b, c), y)
+    torch.testing.assert_close(got, bce(y, p), rtol=1e-12, atol=1e-12)
+    # One factor is the plain BCE; two factors are ESMM's product.
+    torch.testing.assert_close(
+        bce_product(factors_of(a), y), F.binary_cross_entropy_with_logits(a, y, reduction="none")
+    )
+    torch.testing.assert_close(bce_product(factors_of(a, b), y), bce_ctcvr_from_logits(a, b, y))
+
+
+def test_bce_product_pinned_factor_is_one() -> None:
+    """A factor pinned to P = 1 enters as (0, -inf): the loss is the product without it, with finite
+    gradients everywhere (the -inf term drops out of the log-sum-exp)."""
+    a = torch.tensor([1.5, -0.3, 0.8, -2.0], dtype=D, requires_grad=True)
+    b = torch.tensor([0.2, 1.1, -0.7, 0.4], dtype=D, requires_grad=True)
+    pinned = (torch.zeros(4, dtype=D), torch.full((4,), -torch.inf, dtype=D))
+    y = (CLICK * LONG).to(D)
+    got = bce_product([pinned, *factors_of(a, b)], y)
+    torch.testing.assert_close(got, bce_ctcvr_from_logits(a, b, y), rtol=1e-14, atol=0)
+    got.sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_bce_product_stable_at_saturation() -> None:
+    big = 100.0
+    grid = torch.tensor([-big, 0.0, big])
+    a, b, c = (g.flatten().requires_grad_() for g in torch.meshgrid(grid, grid, grid, indexing="ij"))
+    for y in (0.0, 1.0):
+        loss = bce_product(factors_of(a, b, c), torch.full_like(a, y))
+        assert torch.isfinite(loss).all()
+        grads = torch.autograd.grad(loss.sum(), (a, b, c))
+        assert all(torch.isfinite(g).all() for g in grads)
+    # y = 0, three logits of +100 (float32): -log(1 - p^3) with 1 - p ~ e^-100, so 100 - ln 3.
+    one = torch.tensor([big])
+    assert bce_product(factors_of(one, one, one), torch.zeros(1)).item() == pytest.approx(
+        big - math.log(3), rel=1e-6
+    )
+
+
+def test_bce_product_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="at least one factor"):
+        bce_product([], torch.zeros(3))
+    with pytest.raises(ValueError, match="shape"):
+        bce_product(factors_of(torch.zeros(3), torch.zeros(4)), torch.zeros(3))
+
+
+SEEN_LOGIT = torch.tensor([3.0, -0.5, 0.0, 1.2], dtype=D)
+
+
+def seen_of(logit: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"log_p_seen": F.logsigmoid(logit), "log_p_unseen": F.logsigmoid(-logit)}
+
+
+def test_teacher_loss_with_position_factor_is_pal() -> None:
+    """PAL (Guo et al. 2019): the logged click is fitted by P(seen) * p_ctr, the logged y_c * y_d by
+    P(seen) * p_ctr * p_cvr; the clicked-only CVR term of the no-ESMM ablation takes no factor."""
+    a, b = [1.5, -0.3, 0.8, -2.0], [0.2, 1.1, -0.7, 0.4]
+    out = {**teacher_out(a, b), **seen_of(SEEN_LOGIT)}
+    s, p_ctr, p_cvr = (torch.sigmoid(x) for x in (SEEN_LOGIT, out["logit_ctr"], out["logit_cvr"]))
+    y_c, y_ctcvr = CLICK.to(D), (CLICK * LONG).to(D)
+    loss, parts = teacher_loss(out, CLICK, LONG, w_ctr=0.7, w_ctcvr=1.3, esmm=True, w_duration=0.0)
+    assert parts["loss_ctr"].item() == pytest.approx(bce(y_c, s * p_ctr).mean().item(), rel=1e-12)
+    assert parts["loss_ctcvr"].item() == pytest.approx(
+        bce(y_ctcvr, s * p_ctr * p_cvr).mean().item(), rel=1e-12
+    )
+    assert loss.item() == pytest.approx(0.7 * parts["loss_ctr"].item() + 1.3 * parts["loss_ctcvr"].item())
+    _, plain = teacher_loss(teacher_out(a, b), CLICK, LONG, **TEACHER_1_1, esmm=False)
+    _, biased = teacher_loss(out, CLICK, LONG, **TEACHER_1_1, esmm=False)
+    assert biased["loss_cvr"].item() == plain["loss_cvr"].item()
+    assert biased["loss_ctr"].item() == pytest.approx(bce(y_c, s * p_ctr).mean().item(), rel=1e-12)
+
+
+def test_teacher_loss_with_pinned_position_factor_is_the_plain_loss() -> None:
+    """Where the factor is pinned to 1 (the top of the feed, or a log without positions) PAL is ESMM."""
+    a, b = [1.5, -0.3, 0.8, -2.0], [0.2, 1.1, -0.7, 0.4]
+    pinned = {"log_p_seen": torch.zeros(4, dtype=D), "log_p_unseen": torch.full((4,), -torch.inf, dtype=D)}
+    want, _ = teacher_loss(teacher_out(a, b), CLICK, LONG, **TEACHER_1_1, esmm=True)
+    got, _ = teacher_loss({**teacher_out(a, b), **pinned}, CLICK, LONG, **TEACHER_1_1, esmm=True)
+    assert got.item() == pytest.approx(want.item(), rel=1e-14)
+
+
+def test_click_label_students_take_the_position_factor() -> None:
+    """With the position factor in the batch, ctr, weighted_lr and ctcvr_hard fit their label by
+    P(seen) * sigmoid(logit); the students whose label is not a logged click ignore it (vocabulary
+    property ``click_label``, not a list of names in the trainer)."""
+    s, p = torch.sigmoid(SEEN_LOGIT), torch.sigmoid(LOGIT)
+    batch = {"click": CLICK, "long_read": LONG, "duration": DURATION, "soft_label": SOFT}
+    factor = seen_of(SEEN_LOGIT)
+    distill = DistillConfig(
+        soft_target="p_ctcvr",
+        distill_loss="bce",
+        kl_temperature=1.0,
+        hard_weight=0.5,
+        teacher_training="two_stage",
+        unexposed_ratio=0.0,
+        unexposed_popularity_share=0.5,
+        unexposed_weight=1.0,
+    )
+
+    def loss(name: str, extra: dict) -> float:
+        settings = distill if student(name).needs_teacher else None
+        return student_loss(name, LOGIT, {**batch, **extra}, 10.0, settings).item()
+
+    assert loss("ctr", factor) == pytest.approx(bce(CLICK.to(D), s * p).mean().item(), rel=1e-12)
+    y = (CLICK * LONG).to(D)
+    assert loss("ctcvr_hard", factor) == pytest.approx(bce(y, s * p).mean().item(), rel=1e-12)
+    w = torch.tensor([(math.e**2 - 1) / 10.0, (math.e - 1) / 10.0, 1.0, 1.0], dtype=D)
+    want = (w * bce(CLICK.to(D), s * p)).sum() / 4
+    assert loss("weighted_lr", factor) == pytest.approx(want.item(), rel=1e-12)
+    for name in STUDENT_NAMES:
+        changed = loss(name, factor) != pytest.approx(loss(name, {}), rel=1e-9)
+        assert changed == student(name).click_label, name
+
+
+def test_logit_mse_is_regression_on_logits() -> None:
+    """Ba & Caruana 2014: mean((z - logit(q))^2); gradient 2 (z - logit(q)) / B."""
+    logit = LOGIT.clone().requires_grad_()
+    target = torch.log(SOFT / (1 - SOFT))
+    got = distillation_loss(logit, SOFT, "logit_mse")
+    assert got.item() == pytest.approx(((LOGIT - target) ** 2).mean().item(), rel=1e-12)
+    got.backward()
+    torch.testing.assert_close(logit.grad, 2 * (LOGIT - target) / 4)
+    # Soft labels of exactly 0 or 1 are clamped to [eps, 1 - eps] first: finite logits to regress on.
+    edge = distillation_loss(torch.zeros(2, dtype=D), torch.tensor([0.0, 1.0], dtype=D), "logit_mse")
+    assert edge.item() == pytest.approx(math.log((1 - SOFT_LABEL_EPS) / SOFT_LABEL_EPS) ** 2, rel=1e-9)
+    assert sl("dmtl", LOGIT, CLICK, LONG, DURATION, SOFT, distill_loss="logit_mse").item() == got.item()

@@ -53,6 +53,8 @@ def test_feature_embedding_rejects_out_of_range(bad: list[list[int]]) -> None:
 
 def test_feature_embedding_shapes_and_validation() -> None:
     assert FeatureEmbedding([], dim=4)(torch.zeros((7, 0), dtype=torch.long)).shape == (7, 0)
+    # An empty table has nothing to train (DDP would flag a trainable size-0 weight as unused).
+    assert not any(p.requires_grad for p in FeatureEmbedding([], dim=4).parameters())
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         FeatureEmbedding([3, 4], dim=4)(torch.zeros((7, 3), dtype=torch.long))
     with pytest.raises(ValueError, match=">= 1"):

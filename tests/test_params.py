@@ -63,11 +63,14 @@ def test_every_key_is_documented() -> None:
         ),
         # bad choices: the options are listed
         ({"data.source": "kandian"}, r"data.source = 'kandian' is not valid; choose one of \['simulated'"),
-        ({"students.dmtl.distill_loss": "hinge"}, r"choose one of \['bce', 'mse', 'kl'\]"),
+        ({"students.dmtl.distill_loss": "hinge"}, r"choose one of \['bce', 'mse', 'kl', 'logit_mse'\]"),
         ({"teacher.backbone": "ple"}, r"choose one of \['mmoe', 'shared_bottom'\]"),
         ({"students.names": ["ctr", "dssm"]}, r"unknown entries \['dssm'\]; choose from \['dmtl', 'ctr'"),
         ({"students.names": ["ctr", "ctr"]}, "repeats an entry"),
-        ({"teacher.variants": ["ple"]}, r"choose from \['shared_bottom', 'no_esmm'\]"),
+        (
+            {"teacher.variants": ["ple"]},
+            r"choose from \['shared_bottom', 'no_esmm', 'position_feature', 'no_position'\]",
+        ),
         # wrong types
         ({"train.max_epochs": 2.0}, "train.max_epochs = 2.0 must be an integer"),
         ({"train.max_epochs": "2"}, "must be an integer"),

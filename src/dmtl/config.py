@@ -120,8 +120,15 @@ class TeacherConfig:
     w_ctr: float = rule(number(0.0, None), "weight of BCE(y_c, p_ctr)")
     w_ctcvr: float = rule(number(0.0, None), "weight of BCE(y_c * y_d, p_ctcvr)")
     w_duration: float = rule(number(0.0, None), "> 0 adds an E[log duration | click] head")
-    use_position: bool = rule(boolean, "position as a context feature of the teacher")
-    variants: tuple[str, ...] = rule(subset(V.TEACHER_VARIANTS), "variants trained beside the default")
+    position: V.TeacherPosition = rule(
+        choice(V.TEACHER_POSITIONS),
+        "bias: a learned P(seen | position) factor in training only (PAL), predictions at the top of the feed "
+        "| feature: an MMoE input (predictions at the logged position) | none",
+    )
+    variants: tuple[str, ...] = rule(
+        subset(V.TEACHER_VARIANTS),
+        "variants trained beside the default: shared_bottom, no_esmm, position_feature, no_position",
+    )
     variant_seeds: int = rule(number(0, None, True), "how many of train.seeds the variants use")
 
 
@@ -142,6 +149,11 @@ class TowersConfig:
     softmax_negatives: int = rule(
         number(1, 1_000_000, True), "sampled_softmax: the batch rows whose items are every row's negatives"
     )
+    position_bias: bool = rule(
+        boolean,
+        "students trained on logged click labels (ctr, weighted_lr, ctcvr_hard): training multiplies their "
+        "click probability by a learned P(seen | position) (PAL; pointwise objective); serving uses the towers alone",
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +161,9 @@ class DistillConfig:
     """The distillation settings of a student that learns from the teacher (protocol section 2)."""
 
     soft_target: V.SoftTarget = rule(choice(V.SOFT_TARGETS), "the teacher output distilled")
-    distill_loss: V.DistillLoss = rule(choice(V.DISTILL_LOSSES), "bce | mse | kl against the soft target")
+    distill_loss: V.DistillLoss = rule(
+        choice(V.DISTILL_LOSSES), "bce | mse | kl | logit_mse (MSE on logits) against the soft target"
+    )
     kl_temperature: float = rule(number(1e-3, None), "distill_loss = kl only: the temperature T")
     hard_weight: float = rule(number(0.0, None), "weight of BCE on the hard label y_c * y_d")
     teacher_training: V.TeacherTraining = rule(

@@ -12,7 +12,7 @@ training regime): docs/protocol.md section 2.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,26 +34,93 @@ def _check_same_shape(**tensors: Tensor | None) -> None:
         raise ValueError(f"per-impression tensors must share one shape (B,); got {shapes}")
 
 
-def bce_ctcvr_from_logits(logit_ctr: Tensor, logit_cvr: Tensor, target: Tensor) -> Tensor:
+def bce_product(factors: Sequence[tuple[Tensor, Tensor]], target: Tensor) -> Tensor:
+    """Per-impression BCE of ``target`` against a product of probabilities ``p = p_1 * ... * p_n``.
+
+    Each factor comes as ``(log p_k, log(1 - p_k))``. ``log p`` is the sum of the ``log p_k`` and, because
+    ``1 - p_1 ... p_n = (1 - p_1) + p_1 (1 - p_2) + ... + p_1 ... p_{n-1} (1 - p_n)`` (a telescoping sum of
+    non-negative terms), ``log(1 - p) = logsumexp_k(log p_1 + ... + log p_{k-1} + log(1 - p_k))``: exact and
+    finite for every finite pair of logits, with no clamping. (A ``log1mexp(log p)`` would lose everything
+    once ``log p`` rounds to 0, e.g. at logits of +100 in float32.) A factor pinned to 1 enters as
+    ``(0, -inf)``: its ``-inf`` term drops out of the log-sum-exp with zero gradient.
+
+    The ESMM product ``p_ctcvr = p_ctr * p_cvr`` (Ma et al. 2018) is the two-factor case; PAL's
+    ``P(seen | position) * p_ctr [* p_cvr]`` (Guo et al. 2019) the two- and three-factor cases.
+
+    Args:
+        factors: ``(log p_k, log(1 - p_k))`` per factor, each ``(B,)``; at least one factor.
+        target: labels in ``[0, 1]``, shape ``(B,)``.
+
+    Returns:
+        Per-impression losses, shape ``(B,)``.
+    """
+    if not factors:
+        raise ValueError("a product needs at least one factor")
+    _check_same_shape(
+        target=target, **{f"factor_{k}_{j}": t for k, f in enumerate(factors) for j, t in enumerate(f)}
+    )
+    dtype = factors[0][0].dtype
+    target = target.to(dtype)
+    prefix = torch.zeros_like(factors[0][0])  # log p_1 + ... + log p_{k-1}
+    terms = []
+    for log_p, log_1m_p in factors:
+        terms.append(prefix + log_1m_p)
+        prefix = prefix + log_p
+    log_1m_prod = torch.logsumexp(torch.stack(terms), dim=0)
+    return -(target * prefix + (1.0 - target) * log_1m_prod)
+
+
+def sigmoid_factor(logit: Tensor) -> tuple[Tensor, Tensor]:
+    """``(log sigmoid(logit), log(1 - sigmoid(logit)))``: a logit as a factor of :func:`bce_product`."""
+    return F.logsigmoid(logit), F.logsigmoid(-logit)
+
+
+def bce_ctcvr_from_logits(
+    logit_ctr: Tensor, logit_cvr: Tensor, target: Tensor, seen: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Per-impression BCE of ``target`` against ``p_ctcvr = sigmoid(logit_ctr) * sigmoid(logit_cvr)``.
 
-    ``log p_ctcvr = logsigmoid(a) + logsigmoid(b)`` and, because ``1 - p_ctr p_cvr = (1 - p_ctr) +
-    p_ctr (1 - p_cvr)``, ``log(1 - p_ctcvr) = logaddexp(logsigmoid(-a), logsigmoid(a) + logsigmoid(-b))``:
-    exact and finite for every finite pair of logits, with no clamping (ESMM's product, Ma et al. 2018).
+    ESMM's product (Ma et al. 2018) through :func:`bce_product`, exact and finite for every finite pair of
+    logits. With ``seen`` (``(log P(seen), log P(not seen))`` of each impression's position, PAL), the
+    target is fitted by ``P(seen) * p_ctcvr``.
 
     Args:
         logit_ctr: CTR logits ``a``, shape ``(B,)``.
         logit_cvr: CVR logits ``b``, shape ``(B,)``.
         target: ``y_c * y_d`` in ``[0, 1]``, shape ``(B,)``.
+        seen: the position factor, or ``None`` for none.
 
     Returns:
         Per-impression losses, shape ``(B,)``.
     """
-    _check_same_shape(logit_ctr=logit_ctr, logit_cvr=logit_cvr, target=target)
-    target = target.to(logit_ctr.dtype)
-    log_p = F.logsigmoid(logit_ctr) + F.logsigmoid(logit_cvr)
-    log_1m_p = torch.logaddexp(F.logsigmoid(-logit_ctr), F.logsigmoid(logit_ctr) + F.logsigmoid(-logit_cvr))
-    return -(target * log_p + (1.0 - target) * log_1m_p)
+    factors = [sigmoid_factor(logit_ctr), sigmoid_factor(logit_cvr)]
+    return bce_product(factors if seen is None else [seen, *factors], target)
+
+
+def seen_factor(out: Mapping[str, Tensor | None]) -> tuple[Tensor, Tensor] | None:
+    """The position factor ``(log_p_seen, log_p_unseen)`` of a forward output or batch, if it has one
+    (:class:`dmtl.models.position.PositionBias`)."""
+    log_seen, log_unseen = out.get("log_p_seen"), out.get("log_p_unseen")
+    if log_seen is None or log_unseen is None:
+        return None
+    return log_seen, log_unseen
+
+
+def click_bce(
+    logit: Tensor, target: Tensor, batch: Mapping[str, Tensor], weight: Tensor | None = None
+) -> Tensor:
+    """Per-impression BCE of a label that needs a logged click (``y_c`` or ``y_c * y_d``).
+
+    Plain ``BCE(target, sigmoid(logit))``, or, when ``batch`` carries a position factor (PAL,
+    ``students.common.position_bias``), ``BCE(target, P(seen | position) * sigmoid(logit))``: the logged
+    label is explained by where the item was shown times the position-free score the towers give.
+    """
+    seen = seen_factor(batch)
+    if seen is None:
+        return F.binary_cross_entropy_with_logits(logit, target, weight=weight, reduction="none")
+    _check_same_shape(logit=logit, log_p_seen=seen[0], log_p_unseen=seen[1])
+    loss = bce_product([seen, sigmoid_factor(logit)], target)
+    return loss if weight is None else loss * weight
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -81,8 +148,15 @@ def teacher_loss(
     ``long_read`` of non-clicked impressions is never read. ``w_duration > 0`` adds ``w_duration *
     MSE(dur_log, log1p(duration))`` over clicked impressions (needs the teacher's duration head).
 
+    Position as a bias (PAL, Guo et al. 2019; ``teacher.position: bias``): when ``out`` carries the position
+    factor ``log_p_seen``, ``log_p_unseen`` (:class:`dmtl.models.position.PositionBias`), the logged click
+    is fitted by ``P(seen | position) * p_ctr`` and the logged ``y_c * y_d`` by ``P(seen | position) * p_ctr *
+    p_cvr``, so ``p_ctr``, ``p_cvr`` and ``p_ctcvr`` stay free of position. The clicked-only CVR term of the
+    no-ESMM ablation is conditional on a click, so it takes no position factor.
+
     Args:
-        out: the teacher's forward output; reads ``logit_ctr``, ``logit_cvr`` and (if used) ``dur_log``.
+        out: the teacher's forward output; reads ``logit_ctr``, ``logit_cvr`` and (if present) the position
+            factor ``log_p_seen``, ``log_p_unseen`` and (if used) ``dur_log``.
         click: ``y_c`` in {0, 1}, shape ``(B,)``.
         long_read: ``y_d`` in {0, 1}, shape ``(B,)``.
         w_ctr: weight of the click term.
@@ -105,9 +179,14 @@ def teacher_loss(
     )
     click = click.to(logit_ctr.dtype)
     long_read = long_read.to(logit_ctr.dtype)
-    parts = {"loss_ctr": F.binary_cross_entropy_with_logits(logit_ctr, click)}
+    seen = seen_factor(out)
+    if seen is None:
+        parts = {"loss_ctr": F.binary_cross_entropy_with_logits(logit_ctr, click)}
+    else:
+        _check_same_shape(logit_ctr=logit_ctr, log_p_seen=seen[0], log_p_unseen=seen[1])
+        parts = {"loss_ctr": bce_product([seen, sigmoid_factor(logit_ctr)], click).mean()}
     if esmm:
-        parts["loss_ctcvr"] = bce_ctcvr_from_logits(logit_ctr, logit_cvr, click * long_read).mean()
+        parts["loss_ctcvr"] = bce_ctcvr_from_logits(logit_ctr, logit_cvr, click * long_read, seen).mean()
         loss = w_ctr * parts["loss_ctr"] + w_ctcvr * parts["loss_ctcvr"]
     else:
         cvr = F.binary_cross_entropy_with_logits(logit_cvr, long_read, reduction="none")
@@ -145,6 +224,9 @@ def distillation_loss(
     ``bce``: BCE with soft targets. ``mse``: ``mean((sigmoid(logit) - soft_label)^2)``. ``kl``: ``T^2 *
     KL(Bern(sigmoid(logit_t / T)) || Bern(sigmoid(logit / T)))`` with ``logit_t`` the logit of the clamped
     soft label; the ``T^2`` keeps gradient size comparable across temperatures (Hinton et al. 2015).
+    ``logit_mse``: ``mean((logit - logit_t)^2)``, regression on logits (Ba & Caruana, *Do Deep Nets Really
+    Need to be Deep?*, NeurIPS 2014): unlike the other three, its gradient does not vanish where both
+    probabilities are small, which is where most soft labels of a feed lie.
     The soft label is detached: the student never sends gradient into the teacher, which is what makes
     joint training a stop-gradient regime.
     """
@@ -162,6 +244,8 @@ def distillation_loss(
         return F.binary_cross_entropy_with_logits(logit, soft)
     if loss == "mse":
         return ((torch.sigmoid(logit) - soft) ** 2).mean()
+    if loss == "logit_mse":
+        return ((logit - soft_label_logit(soft)) ** 2).mean()
     t = float(temperature)
     return t * t * bernoulli_kl_with_logits(soft_label_logit(soft) / t, logit / t).mean()
 
@@ -182,7 +266,9 @@ def soft_target_from_teacher(out: Mapping[str, Tensor], target: str, duration_ca
 
 Batch = Mapping[str, Tensor]
 """A training batch (:mod:`dmtl.data`): ``click``, ``long_read``, ``duration`` and, for students that learn
-from the teacher, ``soft_label``; every tensor of shape ``(B,)``."""
+from the teacher, ``soft_label``; with ``students.common.position_bias``, the position factor ``log_p_seen``,
+``log_p_unseen`` that :class:`dmtl.training.StudentModule` adds for students whose label needs a click
+(:attr:`dmtl.vocab.Student.click_label`); every tensor of shape ``(B,)``."""
 
 
 def _labels(logit: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -194,9 +280,10 @@ def _labels(logit: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def ctr_loss(logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None) -> Tensor:
-    """``ctr``: ``BCE(y_c, sigmoid(logit))``, the production baseline."""
+    """``ctr``: ``BCE(y_c, sigmoid(logit))``, the production baseline (:func:`click_bce`: times ``P(seen |
+    position)`` when the batch carries the position factor)."""
     click, _, _ = _labels(logit, batch)
-    return F.binary_cross_entropy_with_logits(logit, click)
+    return click_bce(logit, click, batch).mean()
 
 
 def duration_regression_loss(
@@ -212,7 +299,8 @@ def weighted_lr_loss(
     logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
 ) -> Tensor:
     """``weighted_lr``: BCE on ``y_c`` with positives weighted ``duration / duration_scale``, negatives 1
-    (Covington et al., RecSys 2016).
+    (Covington et al., RecSys 2016); :func:`click_bce`, so with the position factor in the batch the click
+    probability is ``P(seen | position) * sigmoid(logit)``.
 
     Summed and divided by the *batch size*: the minibatch loss is then an unbiased estimate of the
     population loss, whose optimum has odds ``exp(logit) = E[duration] / (duration_scale * (1 - CTR))``,
@@ -225,15 +313,16 @@ def weighted_lr_loss(
     if bool((duration < 0).any()):
         raise ValueError("durations must be >= 0 seconds for weighted_lr")
     weight = click * duration / duration_scale + (1.0 - click)
-    return F.binary_cross_entropy_with_logits(logit, click, weight=weight, reduction="sum") / logit.numel()
+    return click_bce(logit, click, batch, weight).sum() / logit.numel()
 
 
 def ctcvr_hard_loss(
     logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None
 ) -> Tensor:
-    """``ctcvr_hard``: ``BCE(y_c * y_d, sigmoid(logit))``, the multi-task label without a teacher."""
+    """``ctcvr_hard``: ``BCE(y_c * y_d, sigmoid(logit))``, the multi-task label without a teacher
+    (:func:`click_bce`: times ``P(seen | position)`` when the batch carries the position factor)."""
     click, long_read, _ = _labels(logit, batch)
-    return F.binary_cross_entropy_with_logits(logit, click * long_read)
+    return click_bce(logit, click * long_read, batch).mean()
 
 
 def dmtl_loss(logit: Tensor, batch: Batch, duration_scale: float, distill: DistillConfig | None) -> Tensor:
@@ -347,6 +436,10 @@ __all__ = [
     "SOFTMAX_WEIGHTS",
     "STUDENT_LOSSES",
     "bce_ctcvr_from_logits",
+    "bce_product",
+    "click_bce",
+    "seen_factor",
+    "sigmoid_factor",
     "bernoulli_kl_with_logits",
     "distillation_loss",
     "soft_label_logit",

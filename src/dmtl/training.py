@@ -6,9 +6,10 @@ architecture and the training loop are identical, so a gap between students is t
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,16 +19,24 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from dmtl import vocab as V
 from dmtl.config import StudentConfig, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import ImpressionDataModule, ImpressionTensors
+from dmtl.features import MAX_POSITION_BUCKET
 from dmtl.io import atomic_path
 from dmtl.losses import soft_target_from_teacher, teacher_loss
+from dmtl.models.position import POSITION_FEATURE, PositionBias, position_column
 from dmtl.models.teacher import MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
 from dmtl.progress import ProgressLine
 
 if TYPE_CHECKING:
     from dmtl.objectives import StudentObjective, UnexposedPairs
+
+CONTEXT_FEATURES: tuple[str, ...] = (POSITION_FEATURE,)
+"""The context columns of a batch when the caller names none (``Prepared.meta["context_features"]``)."""
+POSITION_BUCKETS = MAX_POSITION_BUCKET + 1
+"""Cardinality of the encoded position (:func:`dmtl.features.prepare`): the rows of a position factor."""
 
 
 def quiet_lightning() -> None:
@@ -53,22 +62,69 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+_VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "shared_bottom": {"backbone": "shared_bottom"},
+    "no_esmm": {"esmm": False},
+    "position_feature": {"position": "feature"},
+    "no_position": {"position": "none"},
+}
+
+
+def teacher_variant(cfg: TeacherConfig, variant: str = "default") -> TeacherConfig:
+    """The teacher settings of ``variant`` (``teacher.variants``, docs/protocol.md section 2): the default
+    with its backbone, ESMM or position handling swapped."""
+    if variant not in _VARIANTS:
+        raise ValueError(f"unknown teacher variant {variant!r}; valid: {['default', *V.TEACHER_VARIANTS]}")
+    return dataclasses.replace(cfg, **_VARIANTS[variant])
+
+
+def teacher_context(context_features: Sequence[str], position: str) -> list[int]:
+    """The context columns the teacher's backbone reads: every context feature, the position only when
+    ``position == "feature"`` (selected by name, so other context features always stay inputs)."""
+    return [i for i, name in enumerate(context_features) if name != POSITION_FEATURE or position == "feature"]
+
+
 def build_teacher(
-    cards: Mapping[str, list[int]], cfg: TeacherConfig, variant: str = "default"
+    cards: Mapping[str, list[int]],
+    cfg: TeacherConfig,
+    variant: str = "default",
+    context_features: Sequence[str] = CONTEXT_FEATURES,
 ) -> MultiTaskTeacher:
-    """The teacher of ``cfg``; ``variant`` swaps the backbone or drops ESMM (docs/protocol.md section 2)."""
+    """The teacher of ``cfg``; ``variant`` swaps the backbone, drops ESMM or changes how position enters
+    (docs/protocol.md section 2). ``context_features`` names the columns of ``cards["context"]`` (and of
+    the batches' ``context_x``); build the :class:`TeacherModule` with the same variant and names."""
+    cfg = teacher_variant(cfg, variant)
+    if len(context_features) != len(cards["context"]):
+        raise ValueError(
+            f"context_features {list(context_features)} do not name the {len(cards['context'])} context "
+            "columns; pass Prepared.meta['context_features']"
+        )
     return MultiTaskTeacher(
         cards["user"],
         cards["item"],
-        cards["context"] if cfg.use_position else [],
+        [cards["context"][i] for i in teacher_context(context_features, cfg.position)],
         emb_dim=cfg.emb_dim,
-        backbone="shared_bottom" if variant == "shared_bottom" else cfg.backbone,
+        backbone=cfg.backbone,
         n_experts=cfg.n_experts,
         expert_dims=cfg.expert_dims,
         tower_dims=cfg.tower_dims,
-        esmm=False if variant == "no_esmm" else cfg.esmm,
+        esmm=cfg.esmm,
         duration_head=cfg.w_duration > 0,
     )
+
+
+def student_position_column(
+    common: TowersConfig, student: StudentConfig, context_features: Sequence[str]
+) -> int | None:
+    """The context column of the position factor a student trains with, or ``None`` for none.
+
+    Only with ``students.common.position_bias``, only for a student whose label needs a logged click
+    (:attr:`dmtl.vocab.Student.click_label`) and only where the data records position.
+    """
+    if not common.position_bias or not V.student(student.name).click_label:
+        return None
+    return position_column(context_features)
 
 
 def build_student(cards: Mapping[str, list[int]], common: TowersConfig, student: StudentConfig) -> TwoTower:
@@ -82,11 +138,6 @@ def build_student(cards: Mapping[str, list[int]], common: TowersConfig, student:
         score=common.score,
         temperature=common.cosine_temperature,
     )
-
-
-def _context(batch: Mapping[str, torch.Tensor], use_position: bool) -> torch.Tensor:
-    ctx = batch["context_x"]
-    return ctx if use_position else ctx[:, :0]
 
 
 class _StepCost(L.LightningModule):
@@ -147,15 +198,50 @@ class _StepCost(L.LightningModule):
 
 
 class TeacherModule(_StepCost):
-    """MMoE + ESMM teacher (or a variant) trained on click and long read over all impressions."""
+    """MMoE + ESMM teacher (or a variant) trained on click and long read over all impressions.
 
-    def __init__(self, model: MultiTaskTeacher, cfg: TeacherConfig):
+    ``teacher.position`` (docs/protocol.md section 2): ``bias`` keeps position out of the backbone and adds
+    a learned ``P(seen | position)`` factor (:class:`dmtl.models.position.PositionBias`, PAL) that only the
+    loss multiplies in, so the forward's ``p_ctr``, ``p_cvr`` and ``p_ctcvr`` are position-free: the
+    predictions at the top of the feed, where the factor is 1; ``feature`` feeds position to the backbone
+    (its predictions then depend on the logged position); ``none`` ignores it.
+
+    Args:
+        model: the backbone from :func:`build_teacher` with the same ``variant`` and ``context_features``.
+        cfg: the study's teacher settings (``variant`` is applied to them).
+        variant: ``default`` or one of ``teacher.variants``.
+        context_features: names of the batches' ``context_x`` columns (``Prepared.meta["context_features"]``).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskTeacher,
+        cfg: TeacherConfig,
+        variant: str = "default",
+        context_features: Sequence[str] = CONTEXT_FEATURES,
+    ):
         super().__init__()
+        cfg = teacher_variant(cfg, variant)
+        columns = teacher_context(context_features, cfg.position)
+        if len(columns) != model.context_emb.n_fields:
+            raise ValueError(
+                f"the teacher reads {model.context_emb.n_fields} context columns but variant {variant!r} "
+                f"selects {len(columns)} of {list(context_features)}: build the model and its module with "
+                "the same variant and context_features"
+            )
         self.model = model
         self.cfg = cfg
+        self.register_buffer("context_columns", torch.tensor(columns, dtype=torch.long), persistent=False)
+        pos = position_column(context_features) if cfg.position == "bias" else None
+        self.position_col = pos
+        self.position = PositionBias(POSITION_BUCKETS) if pos is not None else None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model(batch["user_x"], batch["item_x"], _context(batch, self.cfg.use_position))
+        ctx = batch["context_x"]
+        out = self.model(batch["user_x"], batch["item_x"], ctx.index_select(1, self.context_columns))
+        if self.position is not None:
+            out = {**out, **self.position(ctx[:, self.position_col])}
+        return out
 
     def _loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.loss_from(self(batch), batch)
@@ -205,6 +291,7 @@ class StudentModule(_StepCost):
         duration_cap: float,
         teacher: TeacherModule | None = None,
         pairs: UnexposedPairs | None = None,
+        position_column: int | None = None,
     ):
         super().__init__()
         if (teacher is not None or pairs is not None) and student.distill is None:
@@ -215,8 +302,13 @@ class StudentModule(_StepCost):
         self.duration_cap = duration_cap
         self.teacher = teacher
         self.pairs = pairs
+        # Position as a bias (PAL): a P(seen | position) factor trained beside the towers and used by the
+        # loss only (:func:`student_position_column` says which students take one).
+        self.position_column = position_column
+        self.position = PositionBias(POSITION_BUCKETS) if position_column is not None else None
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The towers' logits ``<u, v>``: what serving and retrieval use, whatever the position."""
         return self.model(batch["user_x"], batch["item_x"])
 
     def teacher_label(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -225,7 +317,15 @@ class StudentModule(_StepCost):
         detached = {k: v.detach() for k, v in out.items() if v is not None}
         return soft_target_from_teacher(detached, self.student.distill.soft_target, self.duration_cap)
 
+    def with_position_factor(self, batch: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """``batch`` plus ``log_p_seen``, ``log_p_unseen`` of its positions when this student models position
+        bias (read by :func:`dmtl.losses.click_bce`); ``batch`` itself otherwise."""
+        if self.position is None:
+            return batch
+        return {**batch, **self.position(batch["context_x"][:, self.position_column])}
+
     def _loss(self, batch: Mapping[str, torch.Tensor], with_pairs: bool) -> torch.Tensor:
+        batch = self.with_position_factor(batch)
         t_loss = None
         if self.teacher is not None:
             # One teacher forward per step: its loss trains the teacher; the detached outputs are the soft
@@ -249,6 +349,8 @@ class StudentModule(_StepCost):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         s = self.student
         groups = [{"params": self.model.parameters(), "lr": s.lr, "weight_decay": s.weight_decay}]
+        if self.position is not None:  # the position factor: one logit per position, not regularised
+            groups.append({"params": self.position.parameters(), "lr": s.lr, "weight_decay": 0.0})
         if self.teacher is not None:
             t = self.teacher.cfg
             groups.append({"params": self.teacher.parameters(), "lr": t.lr, "weight_decay": t.weight_decay})
@@ -343,13 +445,21 @@ def fit(
 def predict_teacher(
     module: TeacherModule, data: ImpressionTensors, batch_size: int = 65536
 ) -> dict[str, np.ndarray]:
-    """p_ctr, p_cvr and p_ctcvr (and dur_log if present) for every impression, in row order."""
+    """p_ctr, p_cvr and p_ctcvr (and dur_log if present) for every impression, in row order.
+
+    With ``teacher.position: bias`` they are position-free (the predictions at the top of the feed) and
+    ``p_seen`` is the learned ``P(seen | logged position)``: ``p_seen * p_ctr`` is the fitted click
+    probability at the logged position (a diagnostic; nothing downstream scores it).
+    """
     module.eval()
     keys = ["p_ctr", "p_cvr", "p_ctcvr"] + (["dur_log"] if module.model.duration_head else [])
+    keys += ["p_seen"] if module.position is not None else []
     chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for start in range(0, len(data), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(data)))
         out = module(data.batch(rows))
+        if module.position is not None:
+            out["p_seen"] = out["log_p_seen"].exp()
         for k in keys:
             chunks[k].append(out[k].float().numpy())
     return {k: np.concatenate(v) for k, v in chunks.items()}

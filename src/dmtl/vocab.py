@@ -21,10 +21,11 @@ Source = Literal["simulated", "kuairand", "generic"]
 Preset = Literal["tiny", "default", "large"]
 KuaiRandLog = Literal["standard", "random"]
 Backbone = Literal["mmoe", "shared_bottom"]
-TeacherVariant = Literal["shared_bottom", "no_esmm"]
+TeacherVariant = Literal["shared_bottom", "no_esmm", "position_feature", "no_position"]
+TeacherPosition = Literal["bias", "feature", "none"]
 Score = Literal["dot", "cosine"]
 SoftTarget = Literal["p_ctcvr", "p_ctr", "p_ctr_x_duration"]
-DistillLoss = Literal["bce", "mse", "kl"]
+DistillLoss = Literal["bce", "mse", "kl", "logit_mse"]
 TeacherTraining = Literal["two_stage", "joint"]
 Objective = Literal["pointwise", "sampled_softmax"]
 SelectOn = Literal["recall_long", "auc_ctcvr", "loss"]
@@ -39,6 +40,7 @@ PRESETS: tuple[str, ...] = get_args(Preset)
 KUAIRAND_LOGS: tuple[str, ...] = get_args(KuaiRandLog)
 BACKBONES: tuple[str, ...] = get_args(Backbone)
 TEACHER_VARIANTS: tuple[str, ...] = get_args(TeacherVariant)
+TEACHER_POSITIONS: tuple[str, ...] = get_args(TeacherPosition)
 SCORES: tuple[str, ...] = get_args(Score)
 SOFT_TARGETS: tuple[str, ...] = get_args(SoftTarget)
 DISTILL_LOSSES: tuple[str, ...] = get_args(DistillLoss)
@@ -66,12 +68,16 @@ class Student:
         needs_teacher: trained on the teacher's outputs, so it takes the distillation settings
             (``students.<name>.soft_target``, ``distill_loss``, ...) and depends on the teacher stage.
         color: its colour in every figure.
+        click_label: trained by BCE on a logged label that needs a click (``y_c`` or ``y_c * y_d``), so the
+            feed position biases its label; with ``students.common.position_bias`` its training multiplies
+            the click probability by a learned ``P(seen | position)`` (PAL, :func:`dmtl.losses.click_bce`).
     """
 
     name: str
     target: str
     needs_teacher: bool
     color: str
+    click_label: bool = False
 
 
 STUDENTS: tuple[Student, ...] = (
@@ -87,6 +93,7 @@ STUDENTS: tuple[Student, ...] = (
         "binary cross-entropy on the click label y_c: the production baseline.",
         needs_teacher=False,
         color="#1f77b4",
+        click_label=True,
     ),
     Student(
         "duration_regression",
@@ -101,12 +108,14 @@ STUDENTS: tuple[Student, ...] = (
         "exp(<u, v>) approximate expected reading time.",
         needs_teacher=False,
         color="#ff7f0e",
+        click_label=True,
     ),
     Student(
         "ctcvr_hard",
         "BCE on the hard multi-task label y_c * y_d (clicked and read longer than tau), no teacher.",
         needs_teacher=False,
         color="#9467bd",
+        click_label=True,
     ),
 )
 STUDENT_NAMES: tuple[str, ...] = tuple(s.name for s in STUDENTS)

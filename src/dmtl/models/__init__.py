@@ -1,6 +1,8 @@
-"""Models of the study: the MMoE+ESMM teacher and the two-tower student (plain ``torch.nn`` modules)."""
+"""Models of the study: the MMoE+ESMM teacher, the two-tower student and the position factor (PAL) they
+train beside (plain ``torch.nn`` modules)."""
 
 from dmtl.models.layers import MLP, FeatureEmbedding
+from dmtl.models.position import PositionBias
 from dmtl.models.teacher import BACKBONES, MultiTaskTeacher
 from dmtl.models.two_tower import SCORES, ItemTower, TwoTower, UserTower
 
@@ -11,6 +13,7 @@ __all__ = [
     "FeatureEmbedding",
     "ItemTower",
     "MultiTaskTeacher",
+    "PositionBias",
     "TwoTower",
     "UserTower",
 ]

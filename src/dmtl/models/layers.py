@@ -45,6 +45,10 @@ class FeatureEmbedding(nn.Module):
         # nothing, instead of a random vector that would score unseen users and items arbitrarily.
         with torch.no_grad():
             self.embedding.weight[self.offsets] = 0.0
+        if not cards:
+            # An empty table (no fields, e.g. a teacher without context inputs) takes part in no forward:
+            # frozen, so distributed training does not report its size-0 weight as an unused parameter.
+            self.embedding.weight.requires_grad_(False)
 
     def forward(self, x: Tensor) -> Tensor:
         """Look up ``x`` of shape ``(B, F)`` (int64) and return the concatenation ``(B, F * dim)``."""

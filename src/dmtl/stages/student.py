@@ -28,6 +28,7 @@ from dmtl.training import (
     fit,
     save_state,
     seed_everything,
+    student_position_column,
     tower_embeddings,
 )
 
@@ -41,14 +42,13 @@ def build_module(
     distill = student.distill
     duration_cap = prepared.meta["duration_cap_seconds"]
     joint = distill is not None and distill.teacher_training == "joint"
-    teacher = (
-        TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher) if joint else None
-    )
+    context = prepared.meta["context_features"]
+    teacher = _teacher(study, prepared) if joint else None
     pairs = sampler = None
     if distill is not None and distill.unexposed_ratio > 0:
         sampler = UnexposedSampler(tensors, distill.unexposed_ratio, distill.unexposed_popularity_share, seed)
         if teacher is None:  # two-stage: the frozen teacher of this seed labels the pairs
-            frozen = TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher)
+            frozen = _teacher(study, prepared)
             state = torch.load(
                 Paths(root).teacher("default", seed) / "model.pt", map_location="cpu", weights_only=True
             )
@@ -79,10 +79,18 @@ def build_module(
         duration_cap,
         teacher,
         pairs,
+        position_column=student_position_column(common, student, context),
     )
     if pairs is not None and pairs.labeller is None:
         pairs.labeller = module.teacher_label
     return module
+
+
+def _teacher(study: Study, prepared: Prepared) -> TeacherModule:
+    """A fresh default teacher for this data (context inputs chosen by name, :func:`dmtl.training.build_teacher`)."""
+    context = prepared.meta["context_features"]
+    model = build_teacher(prepared.cardinalities, study.teacher, "default", context)
+    return TeacherModule(model, study.teacher, "default", context)
 
 
 class _Labeller(torch.nn.Module):

@@ -6,32 +6,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dmtl import vocab as V
-from dmtl.artifacts import write_teacher_predictions
+from dmtl.artifacts import write_position_bias, write_teacher_predictions
 from dmtl.config import Study
 from dmtl.data import ImpressionTensors
 from dmtl.features import Prepared
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
 from dmtl.metrics import teacher_ranking_metrics
+from dmtl.models.position import POSITION_FEATURE
 from dmtl.paths import Paths
 from dmtl.stats.intervals import mean_ci
 from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
 
 
 def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
-    """Train the teacher for every seed (and its variants for the first ``variant_seeds`` seeds)."""
+    """Train the teacher for every seed (and its variants for the first ``variant_seeds`` seeds).
+
+    The predictions written (the students' soft labels) and scored are the teacher's own: with
+    ``teacher.position: bias`` position-free, at the top of the feed (:class:`dmtl.training.TeacherModule`).
+    """
     paths = Paths(root)
     prepared = Prepared.read(paths.data)
     tensors = ImpressionTensors(prepared)
     cfg, train = study.teacher, study.train
+    context = prepared.meta["context_features"]
     runs = [("default", s) for s in train.seeds]
     runs += [(v, s) for v in cfg.variants for s in train.seeds[: cfg.variant_seeds]]
     curves, rows = [], []
     for variant, seed in runs:
         seed_everything(seed, train.threads)
-        module = TeacherModule(build_teacher(prepared.cardinalities, cfg, variant), cfg)
+        model = build_teacher(prepared.cardinalities, cfg, variant, context)
+        module = TeacherModule(model, cfg, variant, context)
         t0 = time.perf_counter()
         curve = fit(module, tensors, train, seed)
         seconds = time.perf_counter() - t0
@@ -39,6 +47,10 @@ def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
         out = paths.teacher(variant, seed)
         save_state(module.model, out / "model.pt")
         write_teacher_predictions(pred, out)
+        if module.position is not None:
+            p_seen = module.position.p_seen().detach().numpy()
+            bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
+            write_position_bias(p_seen, np.bincount(bucket, minlength=len(p_seen)), out)
         curves.append(curve.assign(variant=variant, seed=seed, series=f"{variant} seed {seed}"))
         for split in ("val", "test"):
             mask = prepared.split_mask(split)
