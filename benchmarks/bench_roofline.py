@@ -340,7 +340,7 @@ class Setting:
 
     def student(self) -> StudentModule:
         s = self.study.students
-        return new_student(self.prepared, s.common, s["dmtl"], self.seed)
+        return new_student(self.prepared, s.common, s["dmtl"], self.seed, self.data)
 
 
 def _case(name: str, model: str, module: L.LightningModule, batches: list, **kw: Any) -> Case:

@@ -129,6 +129,7 @@ def _stages(mem: PeakRSS, study: Any, train: Any, impressions: int, seed: int) -
     """Simulate, prepare, train the teacher and the dmtl student one epoch each, retrieve; returns the
     simulator's configuration (its number of users scaled to ``impressions``)."""
     import torch
+    from training_common import new_student
 
     from dmtl import retrieval as R
     from dmtl.data import ImpressionTensors
@@ -137,9 +138,7 @@ def _stages(mem: PeakRSS, study: Any, train: Any, impressions: int, seed: int) -
     from dmtl.sources.simulator.config import make_config
     from dmtl.sources.simulator.world import simulate
     from dmtl.training import (
-        StudentModule,
         TeacherModule,
-        build_student,
         build_teacher,
         fit,
         predict_teacher,
@@ -165,12 +164,8 @@ def _stages(mem: PeakRSS, study: Any, train: Any, impressions: int, seed: int) -
         soft = predict_teacher(teacher, data)["p_ctcvr"]
         data.soft_label = torch.from_numpy(np.asarray(soft, dtype=np.float32))
     with mem.stage("student"):
-        dmtl = study.students["dmtl"]
-        model = build_student(prepared.cardinalities, study.students.common, dmtl)
-        meta = prepared.meta
-        student = StudentModule(
-            model, dmtl, meta["mean_clicked_train_duration"], meta["duration_cap_seconds"]
-        )
+        student = new_student(prepared, study.students.common, study.students["dmtl"], seed, data)
+        model = student.model
         fit(student, data, train, seed)
     with mem.stage("embeddings"):
         user_emb = tower_embeddings(model, data.user_table, user=True)

@@ -143,7 +143,7 @@ class PeerData:
         common = dataclasses.replace(s.common, **PEER_TOWERS)
         distill = dataclasses.replace(s["dmtl"].distill, distill_loss="bce", hard_weight=0.0)
         student = dataclasses.replace(s["dmtl"], distill=distill, **PEER_STUDENT)
-        return new_student(self.prepared, common, student, seed)
+        return new_student(self.prepared, common, student, seed, self.data)
 
 
 def peer_data(preset: str) -> PeerData:

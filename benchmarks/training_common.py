@@ -33,6 +33,7 @@ from dmtl import params as P
 from dmtl.config import StudentConfig, Study, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import BatchStream, ImpressionTensors
 from dmtl.features import Prepared, prepare
+from dmtl.objectives import StudentObjective, item_log_q
 from dmtl.sources.registry import load_source
 from dmtl.training import StudentModule, TeacherModule, build_student, build_teacher, fit
 
@@ -74,16 +75,21 @@ def new_teacher(prepared: Prepared, cfg: TeacherConfig, seed: int) -> TeacherMod
     return TeacherModule(build_teacher(prepared.cardinalities, cfg), cfg)
 
 
-def new_student(prepared: Prepared, common: TowersConfig, student: StudentConfig, seed: int) -> StudentModule:
-    """A fresh two-tower student module (seeded), as the student stage builds it (two-stage regime)."""
+def new_student(
+    prepared: Prepared, common: TowersConfig, student: StudentConfig, seed: int, data: ImpressionTensors
+) -> StudentModule:
+    """A fresh two-tower student module (seeded) under the study's objective, as the student stage builds
+    it in the two-stage regime without unexposed pairs (``students.<name>.unexposed_ratio`` = 0)."""
+    log_q = None
+    if common.objective == "sampled_softmax":  # log-Q of the logged training items only (no pairs)
+        counts = data.item_counts("train").astype(np.float64)
+        log_q = item_log_q(np.zeros(len(counts)), counts, 0.0)
+    objective = StudentObjective(
+        student, common.objective, prepared.meta["mean_clicked_train_duration"], log_q
+    )
     torch.manual_seed(seed)
     model = build_student(prepared.cardinalities, common, student)
-    return StudentModule(
-        model,
-        student,
-        duration_scale=prepared.meta["mean_clicked_train_duration"],
-        duration_cap=prepared.meta["duration_cap_seconds"],
-    )
+    return StudentModule(model, student, objective, duration_cap=prepared.meta["duration_cap_seconds"])
 
 
 def train_config(train: TrainConfig, batch_size: int, epochs: int, threads: int) -> TrainConfig:
