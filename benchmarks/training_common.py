@@ -84,9 +84,8 @@ def new_student(
     if common.objective == "sampled_softmax":  # log-Q of the logged training items only (no pairs)
         counts = data.item_counts("train").astype(np.float64)
         log_q = item_log_q(np.zeros(len(counts)), counts, 0.0)
-    objective = StudentObjective(
-        student, common.objective, prepared.meta["mean_clicked_train_duration"], log_q
-    )
+    duration_scale = prepared.meta["mean_clicked_train_duration"]
+    objective = StudentObjective(student, common.objective, duration_scale, log_q, common.softmax_negatives)
     torch.manual_seed(seed)
     model = build_student(prepared.cardinalities, common, student)
     return StudentModule(model, student, objective, duration_cap=prepared.meta["duration_cap_seconds"])
