@@ -91,88 +91,26 @@ def run_size(
 
     ``threads`` overrides ``train.threads`` (torch's threads) and sets faiss's to match.
     """
+    import dataclasses
+
     import faiss
-    import torch
 
     from dmtl import params as P
-    from dmtl import retrieval as R
-    from dmtl.data import ImpressionTensors
-    from dmtl.features import prepare
-    from dmtl.sources.simulator.config import make_config
-    from dmtl.sources.simulator.world import simulate
-    from dmtl.training import (
-        StudentModule,
-        TeacherModule,
-        build_student,
-        build_teacher,
-        fit,
-        predict_teacher,
-        quiet_lightning,
-        seed_everything,
-        tower_embeddings,
-    )
+    from dmtl.training import quiet_lightning, seed_everything
 
     quiet_lightning()
-    params = P.load(params_file, {"data.preset": "large"})
-    train = {**params["train"], "max_epochs": 1, "patience": 1}
-    if threads is not None:
-        train["threads"] = threads
-    faiss.omp_set_num_threads(train["threads"])
-    base = make_config("large", params["data"]["sim"])
-    n_users = max(1, round(base.n_users * impressions / base.expected_impressions))
-    config = make_config("large", {**params["data"]["sim"], "n_users": n_users})
-    seed_everything(seed, train["threads"])
+    study = P.load(params_file, {"data.preset": "large"})
+    train = dataclasses.replace(study.train, max_epochs=1, patience=1, threads=threads or study.train.threads)
+    faiss.omp_set_num_threads(train.threads)
+    seed_everything(seed, train.threads)
     load_start = os.getloadavg()
     with PeakRSS() as mem:
-        with mem.stage("simulate") as rec:
-            log, _ = simulate(config, params["data"]["sim_seed"])
-            rec["impressions"] = len(log.impressions)
-        with mem.stage("prepare"):
-            prepared = prepare(
-                log, params["data"]["val_days"], params["data"]["test_days"], params["data"]["tau"]
-            )
-            del log
-        with mem.stage("tensors"):
-            data = ImpressionTensors(prepared)
-        cards = {
-            "user": prepared.user_cardinalities,
-            "item": prepared.item_cardinalities,
-            "context": prepared.context_cardinalities,
-        }
-        with mem.stage("teacher", train_impressions=len(data.indices("train"))):
-            teacher = TeacherModule(build_teacher(cards, params["teacher"]), params["teacher"])
-            fit(teacher, data, train, seed)
-        with mem.stage("soft_labels"):
-            soft = predict_teacher(teacher, data)["p_ctcvr"]
-            data.soft_label = torch.from_numpy(np.asarray(soft, dtype=np.float32))
-        with mem.stage("student"):
-            common, hp = params["students"]["common"], params["students"]["dmtl"]
-            model = build_student(cards, common, hp)
-            student = StudentModule(model, "dmtl", hp, prepared.meta["mean_clicked_train_duration"])
-            fit(student, data, train, seed)
-        with mem.stage("embeddings"):
-            user_emb = tower_embeddings(model, data.user_table, user=True)
-            item_emb = tower_embeddings(model, data.item_table, user=False)
-        ev = params["eval"]
-        k = max(ev["ks"])
-        with mem.stage("retrieval", k=k, n_items=len(item_emb)) as rec:
-            imp = prepared.impressions
-            test_clicks = imp["split"].to_numpy() == 2
-            test_clicks &= imp["click"].to_numpy() == 1
-            users = np.unique(imp["user_idx"].to_numpy()[test_clicks])
-            queries = np.ascontiguousarray(user_emb[users])
-            _, exact = R.exact_topk(queries, item_emb, k)
-            index = R.build_ann_index(
-                item_emb, ev["ann"], nlist=ev["ann_nlist"], nprobe=ev["ann_nprobe"], seed=seed
-            )
-            _, approx = R.ann_topk(index, queries, k)
-            rec["queries"] = len(users)
-            rec["ann_recall_vs_exact"] = R.index_recall(exact, approx)
+        config = _stages(mem, study, train, impressions, seed)
     stages = mem.stages
     return {
         "impressions": stages[0]["impressions"],
         "scheduled_impressions": impressions,
-        "n_users": n_users,
+        "n_users": config.n_users,
         "n_items": config.n_items,
         "n_days": config.n_days,
         "seconds": sum(s["seconds"] for s in stages),
@@ -182,9 +120,69 @@ def run_size(
         "stages": stages,
         "load_average_start": list(load_start),
         "load_average_end": list(os.getloadavg()),
-        "threads": train["threads"],
-        "batch_size": train["batch_size"],
+        "threads": train.threads,
+        "batch_size": train.batch_size,
     }
+
+
+def _stages(mem: PeakRSS, study: Any, train: Any, impressions: int, seed: int) -> Any:
+    """Simulate, prepare, train the teacher and the dmtl student one epoch each, retrieve; returns the
+    simulator's configuration (its number of users scaled to ``impressions``)."""
+    import torch
+    from training_common import new_student
+
+    from dmtl import retrieval as R
+    from dmtl.data import ImpressionTensors
+    from dmtl.evaluation import ann_settings
+    from dmtl.features import prepare
+    from dmtl.sources.simulator.config import make_config
+    from dmtl.sources.simulator.world import simulate
+    from dmtl.training import (
+        TeacherModule,
+        build_teacher,
+        fit,
+        predict_teacher,
+        tower_embeddings,
+    )
+
+    data_cfg = study.data
+    base = make_config("large", data_cfg.sim)
+    n_users = max(1, round(base.n_users * impressions / base.expected_impressions))
+    config = make_config("large", {**data_cfg.sim, "n_users": n_users})
+    with mem.stage("simulate") as rec:
+        log, _ = simulate(config, data_cfg.sim_seed)
+        rec["impressions"] = len(log.impressions)
+    with mem.stage("prepare"):
+        prepared = prepare(log, data_cfg.val_days, data_cfg.test_days, data_cfg.tau)
+        del log
+    with mem.stage("tensors"):
+        data = ImpressionTensors(prepared)
+    with mem.stage("teacher", train_impressions=len(data.indices("train"))):
+        teacher = TeacherModule(build_teacher(prepared.cardinalities, study.teacher), study.teacher)
+        fit(teacher, data, train, seed)
+    with mem.stage("soft_labels"):
+        soft = predict_teacher(teacher, data)["p_ctcvr"]
+        data.soft_label = torch.from_numpy(np.asarray(soft, dtype=np.float32))
+    with mem.stage("student"):
+        student = new_student(prepared, study.students.common, study.students["dmtl"], seed, data)
+        model = student.model
+        fit(student, data, train, seed)
+    with mem.stage("embeddings"):
+        user_emb = tower_embeddings(model, data.user_table, user=True)
+        item_emb = tower_embeddings(model, data.item_table, user=False)
+    ev = study.eval
+    k = max(ev.ks)
+    with mem.stage("retrieval", k=k, n_items=len(item_emb)) as rec:
+        imp = prepared.impressions
+        test_clicks = (imp["split"].to_numpy() == 2) & (imp["click"].to_numpy() == 1)
+        users = np.unique(imp["user_idx"].to_numpy()[test_clicks])
+        queries = np.ascontiguousarray(user_emb[users])
+        _, exact = R.exact_topk(queries, item_emb, k)
+        index = R.build_ann_index(item_emb, ev.ann, **ann_settings(ev, seed))
+        _, approx = R.ann_topk(index, queries, k)
+        rec["queries"] = len(users)
+        rec["ann_recall_vs_exact"] = R.index_recall(exact, approx)
+    return config
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:

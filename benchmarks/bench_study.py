@@ -57,7 +57,7 @@ def snapshot(dst: Path, overrides: dict[str, Any]) -> None:
     if overrides:
         from dmtl import params as P
 
-        params = P.load(dst / "params.yaml", overrides)
+        params = P.load(dst / "params.yaml", overrides).to_dict()
         (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     subprocess.run([*git, "init", "-q"], cwd=dst, check=True)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         from dmtl import params as P
 
-        params = P.load(work / "params.yaml")
+        params = P.load(work / "params.yaml").to_dict()
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

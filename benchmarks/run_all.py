@@ -36,6 +36,7 @@ PARTS = HERE / "results"
 # name -> (script, extra arguments); each writes PARTS / f"{name}.json" via --out.
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "simulator": ("bench_simulator.py", ["--impressions", "1000000"]),
+    "roofline": ("bench_roofline.py", ["--compile", "6"]),
     "training": ("bench_training.py", []),
     "retrieval": ("bench_retrieval.py", []),
     "scale": ("bench_scale.py", []),
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, tuple[str, list[str]]] = {
 # --smoke: every code path on small sizes in about two minutes; figures go to PARTS / "smoke", not results.json.
 SMOKE: dict[str, list[str]] = {
     "simulator": ["--impressions", "100000"],
+    "roofline": ["--smoke"],
     "training": ["--preset", "tiny", "--repeats", "1"],
     "retrieval": ["--items", "100000", "--queries", "1000", "--nlist", "256"],
     "scale": ["--impressions", "100000", "300000"],
@@ -119,24 +121,26 @@ def _row(
     }
 
 
+CONTEXT = "context, not a target"
+
+
 def training_figures(t: dict[str, Any]) -> list[dict[str, Any]]:
-    """Peer and model-only figures of ``bench_training`` for the teacher and the student."""
+    """The peer comparison (``bench_training``): context rows; the targets are the roofline's."""
     rows = []
-    targets = t["targets"]
+    tol = t.get("context", {}).get("auc_tolerance", 0.01)
     for model, label in (("teacher", "teacher (MMoE+ESMM)"), ("student", "student (two tower)")):
         f = t[model]
         ours, peer = f["this_project"], f["torch_rechub"]
         rows.append(
             _row(
                 f"{model}_speedup_vs_torch_rechub",
-                f"{label}: training throughput vs torch-rechub",
+                f"{label}: training throughput vs torch-rechub (peer benchmark)",
                 f["speedup"],
                 f"{f['speedup']:.1f}x ({ours['samples_per_second']:,.0f} vs {peer['samples_per_second']:,.0f} "
                 "samples/s)",
-                f">= {targets['speedup']:.0f}x",
-                f["speedup"] >= targets["speedup"],
-                targets["speedup"],
-                "x",
+                CONTEXT,
+                None,
+                unit="x",
             )
         )
         # No loop beats its own model-only limit: this bounds any speed-up a faster data path could give.
@@ -144,11 +148,11 @@ def training_figures(t: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             _row(
                 f"{model}_speedup_bound",
-                f"{label}: bound on the speed-up (our model-only limit / torch-rechub's loop)",
+                f"{label}: bound on that ratio (our model-only limit / torch-rechub's loop)",
                 bound,
                 f"{bound:.1f}x ({ours['model_only_samples_per_second']:,.0f} / "
                 f"{peer['samples_per_second']:,.0f} samples/s)",
-                "context for the 10x target, not a target",
+                CONTEXT,
                 None,
                 unit="x",
             )
@@ -160,59 +164,141 @@ def training_figures(t: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{label}: test AUC, this project vs torch-rechub",
                 gap,
                 f"click {ours['auc_click']:.4f} vs {peer['auc_click']:.4f}, "
-                f"click+long read {ours['auc_ctcvr']:.4f} vs {peer['auc_ctcvr']:.4f}",
-                f"on par: at most {targets['max_auc_deficit']} below",
-                gap >= -targets["max_auc_deficit"],
-                -targets["max_auc_deficit"],
-                "AUC",
+                f"click+long read {ours['auc_ctcvr']:.4f} vs {peer['auc_ctcvr']:.4f}"
+                + ("" if gap >= -tol else f" (more than {tol} below)"),
+                f"{CONTEXT} (speed not bought with quality)",
+                None,
+                unit="AUC",
             )
         )
-        share = ours["loop_share_of_model_only"]
+    rows.extend(_data_path_rows(t))
+    return rows
+
+
+def _data_path_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
+    d = t.get("data_path")
+    if d is None:
+        return []
+    share = d["this_project_share_of_teacher_loop"]
+    rows = [
+        _row(
+            "teacher_data_path_share",
+            "teacher: data path alone, its share of the training loop (peer benchmark)",
+            share,
+            f"{share:.1%} ({d['this_project_samples_per_second']:,.0f} samples/s alone); torch-rechub "
+            f"{d['torch_rechub_share_of_teacher_loop']:.0%} "
+            f"({d['torch_rechub_samples_per_second']:,.0f} samples/s alone, "
+            f"{d['torch_rechub_dataframe_samples_per_second']:,.0f} with DataFrame input)",
+            CONTEXT,
+            None,
+            unit="share",
+        )
+    ]
+    frame = d.get("torch_rechub_dataframe_teacher_loop_samples_per_second")
+    if frame:
+        ours = t["teacher"]["this_project"]["samples_per_second"]
+        rows.append(
+            _row(
+                "teacher_speedup_vs_torch_rechub_dataframe",
+                "teacher: throughput vs torch-rechub fed a DataFrame (its ranking examples' input)",
+                ours / frame,
+                f"{ours / frame:.1f}x ({ours:,.0f} vs {frame:,.0f} samples/s)",
+                CONTEXT,
+                None,
+                unit="x",
+            )
+        )
+    return rows
+
+
+def roofline_figures(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """``bench_roofline``: each model's share of the same-run GEMM rate and the loop's share of model-only."""
+    g, cfg, targets = r["gemm"], r["config"], r["targets"]
+    setting = f"batch {cfg['batch_size']}, {cfg['threads']} threads"
+    rows = [
+        _row(
+            "gemm_rate",
+            f"machine: fp32 GEMM rate ({g['n']}x{g['n']}, {cfg['threads']} threads, same run)",
+            g["gflops"],
+            f"{g['gflops']:.1f} GFLOP/s (probes {g['gflops_min']:.1f}-{g['gflops_max']:.1f})",
+            "the reference of the shares below",
+            None,
+            unit="GFLOP/s",
+        )
+    ]
+    for model, label in (("teacher", "teacher (MMoE+ESMM)"), ("student", "student (two tower)")):
+        f = r["models"][model]
+        only, loop, ceil = f["model_only"], f["loop"], f["gemm_ceiling"]
+        target = targets["model_only_share_of_gemm"]
+        rows.append(
+            _row(
+                f"{model}_model_only_share_of_gemm",
+                f"{label}: model-only training step, share of the GEMM rate ({setting})",
+                only["share_of_gemm"],
+                f"{only['share_of_gemm']:.0%} ({only['gflops']:.1f} GFLOP/s = {only['samples_per_second']:,.0f} "
+                f"samples/s x {only['flops_per_sample'] / 1e3:,.0f} kFLOP); its GEMMs alone reach "
+                f"{ceil['share_of_gemm']:.0%}",
+                f">= {target:.0%}",
+                only["share_of_gemm"] >= target,
+                target,
+                "share",
+            )
+        )
+        target = targets["loop_share_of_model_only"]
         rows.append(
             _row(
                 f"{model}_loop_vs_model_only",
-                f"{label}: training loop vs model-only limit",
-                share,
-                f"{share:.0%} ({ours['samples_per_second']:,.0f} of "
-                f"{ours['model_only_samples_per_second']:,.0f} samples/s)",
-                f">= {targets['loop_share_of_model_only']:.0%}",
-                share >= targets["loop_share_of_model_only"],
-                targets["loop_share_of_model_only"],
+                f"{label}: whole training loop vs model-only ({setting})",
+                loop["share_of_model_only"],
+                f"{loop['share_of_model_only']:.0%} (median of paired runs; loop "
+                f"{loop['samples_per_second']:,.0f} samples/s, {loop['share_of_gemm']:.0%} of the GEMM rate)",
+                f">= {target:.0%}",
+                loop["share_of_model_only"] >= target,
+                target,
                 "share",
             )
         )
-    d = t.get("data_path")
-    if d is not None:
-        share = d["this_project_share_of_teacher_loop"]
+    rows.extend(_variant_rows(r))
+    return rows
+
+
+def _variant_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Context: the fusion's speed-up and the peer-shaped teacher at batch 2048 and 4096."""
+    variants = {v["name"]: v for v in r["variants"]}
+    rows = []
+    unfused = next((v for n, v in variants.items() if n.startswith("teacher, experts unfused")), None)
+    if unfused is not None:
+        speedup = 1 / unfused["relative_to_default"]
         rows.append(
             _row(
-                "teacher_data_path_share",
-                "teacher: data path alone, its share of the training loop",
-                share,
-                f"{share:.1%} ({d['this_project_samples_per_second']:,.0f} samples/s alone); torch-rechub "
-                f"{d['torch_rechub_share_of_teacher_loop']:.0%} "
-                f"({d['torch_rechub_samples_per_second']:,.0f} samples/s alone, "
-                f"{d['torch_rechub_dataframe_samples_per_second']:,.0f} with DataFrame input)",
-                f"< {1 - targets['loop_share_of_model_only']:.0%}",
-                share < 1 - targets["loop_share_of_model_only"],
-                1 - targets["loop_share_of_model_only"],
-                "share",
+                "teacher_fusion_speedup",
+                "teacher: fused experts and towers vs the per-expert loop (model-only)",
+                speedup,
+                f"{speedup:.2f}x ({r['models']['teacher']['model_only']['samples_per_second']:,.0f} vs "
+                f"{unfused['samples_per_second']:,.0f} samples/s)",
+                CONTEXT,
+                None,
+                unit="x",
             )
         )
-        frame = d.get("torch_rechub_dataframe_teacher_loop_samples_per_second")
-        if frame:
-            ours = t["teacher"]["this_project"]["samples_per_second"]
-            rows.append(
-                _row(
-                    "teacher_speedup_vs_torch_rechub_dataframe",
-                    "teacher: throughput vs torch-rechub fed a DataFrame (its ranking examples' input; context)",
-                    ours / frame,
-                    f"{ours / frame:.1f}x ({ours:,.0f} vs {frame:,.0f} samples/s)",
-                    "context for the figure above, not a target",
-                    None,
-                    unit="x",
-                )
+    peer = [v for v in r["variants"] if v["model"] == "teacher_peer"]
+    if peer:
+        dims = r["config"]["peer_expert_dims"]
+        rows.append(
+            _row(
+                "teacher_peer_shape_model_only",
+                f"teacher with experts {dims} (the peer benchmark's): model-only by batch size",
+                peer[-1]["samples_per_second"],
+                "; ".join(
+                    f"batch {v['batch_size']}: {v['samples_per_second']:,.0f} samples/s, "
+                    f"{v['share_of_gemm']:.0%} of the GEMM rate"
+                    for v in peer
+                ),
+                CONTEXT,
+                None,
+                unit="samples/s",
             )
+        )
     return rows
 
 
@@ -322,6 +408,7 @@ def study_figures(s: dict[str, Any]) -> list[dict[str, Any]]:
 
 FIGURES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
     "simulator": simulator_figures,
+    "roofline": roofline_figures,
     "training": training_figures,
     "retrieval": retrieval_figures,
     "scale": scale_figures,

@@ -9,6 +9,7 @@ import torch
 
 from dmtl.losses import teacher_loss
 from dmtl.models import MLP, FeatureEmbedding, MultiTaskTeacher, TwoTower
+from dmtl.models.layers import ParallelMLP
 
 USER_CARDS, ITEM_CARDS, CTX_CARDS = [50, 3, 6], [80, 5, 4, 7], [8, 2]
 B = 64
@@ -75,12 +76,173 @@ def test_mlp_structure() -> None:
     torch.testing.assert_close(MLP(6, ())(x), x)
 
 
+# ---------------------------------------------------------------- fused layers against plain loops
+
+
+def member_mlps(bank: ParallelMLP) -> list[MLP]:
+    """The unfused reference: one plain MLP per member of ``bank``, with the member's weights copied."""
+    mlps = []
+    for k in range(bank.n):
+        mlp = MLP(bank.in_dim, bank.widths[1:], last_activation=bank.last_activation).to(
+            bank.weights[0].dtype
+        )
+        linears = [m for m in mlp.net if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            for layer, w, b in zip(linears, bank.weights, bank.biases, strict=True):
+                layer.weight.copy_(w[k].T)
+                layer.bias.copy_(b[k, 0])
+        mlps.append(mlp)
+    return mlps
+
+
+@pytest.mark.parametrize(
+    ("dims", "n", "last_activation", "shared"),
+    [
+        ((8, 5), 3, True, True),
+        ((8, 5, 4), 2, False, True),
+        ((6,), 4, True, True),
+        ((7, 3), 1, False, True),
+        ((6,), 1, False, True),
+        ((8, 1), 3, False, False),
+        ((5,), 2, True, False),
+    ],
+)
+def test_parallel_mlp_matches_a_loop_of_mlps(
+    dims: tuple[int, ...], n: int, last_activation: bool, shared: bool
+) -> None:
+    torch.manual_seed(0)
+    bank = ParallelMLP(10, dims, n, last_activation=last_activation).double()
+    refs = member_mlps(bank)
+    x = torch.randn(9, 10, dtype=torch.float64) if shared else torch.randn(n, 9, 10, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = bank(x1)
+    ref = torch.stack([mlp(x2 if shared else x2[k]) for k, mlp in enumerate(refs)])
+    assert out.shape == (n, 9, dims[-1])
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for k, mlp in enumerate(refs):
+        linears = [m for m in mlp.net if isinstance(m, torch.nn.Linear)]
+        for layer, w, b in zip(linears, bank.weights, bank.biases, strict=True):
+            torch.testing.assert_close(w.grad[k], layer.weight.grad.T)
+            torch.testing.assert_close(b.grad[k, 0], layer.bias.grad)
+
+
+def test_parallel_mlp_hand_written_backward_passes_gradcheck() -> None:
+    torch.manual_seed(0)
+    bank = ParallelMLP(5, (4, 3), 3, last_activation=False).double()
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *p: bank(x), (x, *bank.parameters()))
+
+
+def test_parallel_mlp_dropout_and_shapes() -> None:
+    torch.manual_seed(0)
+    bank = ParallelMLP(6, (8, 4), 2, dropout=0.5)
+    x = torch.randn(32, 6)
+    bank.eval()
+    torch.testing.assert_close(bank(x), torch.stack([m(x) for m in member_mlps(bank)]))
+    bank.train()
+    out = bank(x)
+    out.sum().backward()  # the dropout path goes through autograd
+    assert all(p.grad is not None for p in bank.parameters())
+    with pytest.raises(ValueError, match=r"\(B, 6\) or \(2, B, 6\)"):
+        bank(torch.randn(3, 32, 6))
+    with pytest.raises(ValueError, match="n must be"):
+        ParallelMLP(6, (4,), 0)
+
+
+def test_feature_embedding_gradient_is_a_scatter_add_and_keeps_threads() -> None:
+    torch.manual_seed(0)
+    emb = FeatureEmbedding([3, 4], dim=2)
+    x = torch.tensor([[1, 2], [1, 0], [2, 2], [1, 3]])  # repeated rows must add up
+    upstream = torch.randn(4, 4)
+    threads = torch.get_num_threads()
+    (emb(x) * upstream).sum().backward()
+    assert torch.get_num_threads() == threads
+    expected = torch.zeros(7, 2)
+    rows = (x + torch.tensor([0, 3])).reshape(-1)
+    for r, g in zip(rows.tolist(), upstream.reshape(-1, 2), strict=True):
+        expected[r] += g
+    torch.testing.assert_close(emb.embedding.weight.grad, expected)
+
+
+def test_gather_rows_gradient_is_bitwise_index_select_s() -> None:
+    """The one-thread scatter changes the thread count, not the sums: same bits as autograd's own."""
+    from dmtl.models.layers import _GatherRows
+
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(3000, 8, requires_grad=True)
+    rows = torch.randint(0, 3000, (20000,), generator=gen)  # many repeated rows
+    upstream = torch.randn(20000, 8, generator=gen)
+    expected = torch.autograd.grad((table.index_select(0, rows) * upstream).sum(), table)[0]
+    got = torch.autograd.grad((_GatherRows.apply(table, rows) * upstream).sum(), table)[0]
+    assert torch.equal(got, expected)
+
+
 # ---------------------------------------------------------------- teacher
 
 
 def make_teacher(**kw: object) -> MultiTaskTeacher:
     torch.manual_seed(0)
     return MultiTaskTeacher(USER_CARDS, ITEM_CARDS, CTX_CARDS, emb_dim=4, **kw)
+
+
+def unfused_teacher_forward(
+    teacher: MultiTaskTeacher, experts: list[MLP], towers: list[MLP], user_x, item_x, context_x
+) -> dict[str, torch.Tensor]:
+    """The teacher computed as before the fusion: a Python loop of one MLP per expert and per tower."""
+    x = teacher.embedding(torch.cat([user_x, item_x, context_x], 1))
+    stacked = torch.stack([expert(x) for expert in experts], dim=1)  # (B, E, H)
+    if teacher.gates is not None:
+        gates = teacher.gates(x).view(-1, 2, len(experts)).softmax(-1)
+        h_ctr, h_cvr = (torch.einsum("be,beh->bh", gates[:, t], stacked) for t in range(2))
+    else:
+        h_ctr = h_cvr = stacked[:, 0]
+    logit_ctr, logit_cvr = towers[0](h_ctr).squeeze(-1), towers[1](h_cvr).squeeze(-1)
+    out = {
+        "logit_ctr": logit_ctr,
+        "logit_cvr": logit_cvr,
+        "p_ctcvr": torch.sigmoid(logit_ctr) * torch.sigmoid(logit_cvr),
+    }
+    if teacher.duration_head:
+        out["dur_log"] = torch.nn.functional.softplus(towers[2](h_cvr).squeeze(-1))
+    return out
+
+
+@pytest.mark.parametrize(
+    "kw", [{"n_experts": 4}, {"n_experts": 3, "duration_head": True}, {"backbone": "shared_bottom"}]
+)
+def test_teacher_fused_experts_match_the_unfused_loop(batch: tuple, kw: dict) -> None:
+    """Outputs and gradients of the fused teacher equal a per-expert, per-tower loop with the same weights."""
+    import copy
+
+    fused = make_teacher(expert_dims=(6, 5), tower_dims=(4,), **kw).double()
+    ref = copy.deepcopy(fused)  # its embeddings and gates; the experts and towers become plain MLPs
+    experts, towers = member_mlps(ref.experts), member_mlps(ref.towers)
+    out = fused(*batch)
+    expected = unfused_teacher_forward(ref, experts, towers, *batch)
+    for key, value in expected.items():
+        torch.testing.assert_close(out[key], value, msg=key)
+    click = (torch.arange(B) % 3 == 0).double()
+    w_duration = 1.0 if fused.duration_head else 0.0
+    duration = torch.full((B,), 20.0, dtype=torch.float64)
+    for o in (out, expected):
+        loss, _ = teacher_loss(
+            o, click, click, w_ctr=1.0, w_ctcvr=1.0, esmm=True, w_duration=w_duration, duration=duration
+        )
+        loss.backward()
+    torch.testing.assert_close(fused.embedding.embedding.weight.grad, ref.embedding.embedding.weight.grad)
+    if fused.gates is not None:
+        torch.testing.assert_close(fused.gates.weight.grad, ref.gates.weight.grad)
+        torch.testing.assert_close(fused.gates.bias.grad, ref.gates.bias.grad)
+    for bank, mlps in ((fused.experts, experts), (fused.towers, towers)):
+        for k, mlp in enumerate(mlps):
+            linears = [m for m in mlp.net if isinstance(m, torch.nn.Linear)]
+            for layer, w, b in zip(linears, bank.weights, bank.biases, strict=True):
+                torch.testing.assert_close(w.grad[k], layer.weight.grad.T)
+                torch.testing.assert_close(b.grad[k, 0], layer.bias.grad)
 
 
 def test_teacher_outputs_and_gates(batch: tuple) -> None:
@@ -96,11 +258,22 @@ def test_teacher_outputs_and_gates(batch: tuple) -> None:
     assert "dur_log" not in out
 
 
+def test_teacher_input_errors_name_the_side_and_column(batch: tuple) -> None:
+    teacher = make_teacher()
+    user_x, item_x, ctx_x = batch
+    bad = item_x.clone()
+    bad[0, 2] = ITEM_CARDS[2]  # one past the vocabulary of item column 2
+    with pytest.raises(ValueError, match="item column 2"):
+        teacher(user_x, bad, ctx_x)
+    with pytest.raises(ValueError, match=r"item_x of shape \(B, 4\)"):
+        teacher(user_x, item_x[:, :3], ctx_x)
+
+
 def test_teacher_p_ctcvr_never_exceeds_p_ctr(batch: tuple) -> None:
     teacher = make_teacher()
     with torch.no_grad():
-        for tower in (teacher.ctr_tower, teacher.cvr_tower):
-            tower.net[-1].weight.mul_(200.0)  # push many outputs to saturation
+        for weight in teacher.towers.weights:  # push many outputs of both towers to saturation
+            weight.mul_(200.0)
         out = teacher(*batch)
     assert (out["p_ctcvr"] <= out["p_ctr"]).all()
     assert torch.isfinite(out["log_p_ctcvr"]).all()
@@ -117,16 +290,16 @@ def test_teacher_gradients_reach_every_expert_and_gate(batch: tuple, esmm: bool)
     )
     assert ("loss_ctcvr" in parts) == esmm and ("loss_cvr" in parts) != esmm
     loss.backward()
-    for e, expert in enumerate(teacher.experts):
-        for name, param in expert.named_parameters():
-            assert param.grad is not None and param.grad.abs().sum() > 0, f"expert {e} {name}"
+    for name, param in teacher.experts.named_parameters():  # (n_experts, ...) each: every expert's slice
+        for e in range(4):
+            assert param.grad is not None and param.grad[e].abs().sum() > 0, f"expert {e} {name}"
     assert teacher.gates.weight.grad.abs().sum() > 0
 
 
 def test_teacher_shared_bottom(batch: tuple) -> None:
     teacher = make_teacher(backbone="shared_bottom", n_experts=4)
     out = teacher(*batch)
-    assert out["gates"] is None and teacher.gates is None and len(teacher.experts) == 1
+    assert out["gates"] is None and teacher.gates is None and teacher.experts.n == 1
     assert (out["p_ctcvr"] <= out["p_ctr"]).all()
     with pytest.raises(ValueError, match="valid: .*'mmoe'"):
         make_teacher(backbone="ple")
@@ -142,7 +315,7 @@ def test_teacher_duration_head(batch: tuple) -> None:
     )
     loss.backward()
     assert "loss_duration" in parts
-    assert teacher.dur_tower.net[0].weight.grad.abs().sum() > 0
+    assert teacher.towers.weights[0].grad[2].abs().sum() > 0  # the third tower is the duration head
 
 
 def test_teacher_context_optional() -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dmtl.models.layers import MLP, FeatureEmbedding
+from dmtl.models.layers import FeatureEmbedding, ParallelMLP, softmax_mixture
 
 BACKBONES = ("mmoe", "shared_bottom")
 TASKS = ("ctr", "cvr")
@@ -68,19 +68,30 @@ class MultiTaskTeacher(nn.Module):
         if not expert_dims:
             raise ValueError("expert_dims must name at least one layer")
         self.backbone, self.esmm, self.duration_head = backbone, bool(esmm), bool(duration_head)
-        self.user_emb = FeatureEmbedding(user_cardinalities, emb_dim)
-        self.item_emb = FeatureEmbedding(item_cardinalities, emb_dim)
-        self.context_emb = FeatureEmbedding(context_cardinalities, emb_dim)
-        in_dim = self.user_emb.out_dim + self.item_emb.out_dim + self.context_emb.out_dim
+        # One table for the user, item and context fields: one lookup and one gradient scatter, and the
+        # concatenated input comes out of the lookup itself.
+        self.n_fields = (len(user_cardinalities), len(item_cardinalities), len(context_cardinalities))
+        names = [
+            f"{side} column {i}"
+            for side, n in zip(("user", "item", "context"), self.n_fields, strict=True)
+            for i in range(n)
+        ]
+        cards = [*user_cardinalities, *item_cardinalities, *context_cardinalities]
+        self.embedding = FeatureEmbedding(cards, emb_dim, field_names=names)
+        in_dim = self.embedding.out_dim
         self.n_experts = n_experts if backbone == "mmoe" else 1
-        self.experts = nn.ModuleList(MLP(in_dim, expert_dims, dropout) for _ in range(self.n_experts))
-        # One softmax gate per task (MMoE eq. 5), computed as one linear layer for speed.
+        # All experts (or the one shared bottom) as one ParallelMLP: one GEMM per layer, not one per expert.
+        self.experts = ParallelMLP(in_dim, expert_dims, self.n_experts, dropout)
+        # One softmax gate per task (MMoE eq. 5), as one linear layer; it is computed in the experts' first
+        # GEMM (ParallelMLP.forward_with_side), since it reads the same input.
         self.gates = nn.Linear(in_dim, len(TASKS) * self.n_experts) if backbone == "mmoe" else None
-        hidden = self.experts[0].out_dim
-        self.ctr_tower = MLP(hidden, (*tower_dims, 1), dropout, last_activation=False)
-        self.cvr_tower = MLP(hidden, (*tower_dims, 1), dropout, last_activation=False)
-        self.dur_tower = (
-            MLP(hidden, (*tower_dims, 1), dropout, last_activation=False) if duration_head else None
+        # The CTR and CVR towers (and the duration tower, which reads the CVR mixture) as one ParallelMLP.
+        self.towers = ParallelMLP(
+            self.experts.out_dim,
+            (*tower_dims, 1),
+            len(TASKS) + self.duration_head,
+            dropout,
+            last_activation=False,
         )
 
     def forward(
@@ -101,16 +112,23 @@ class MultiTaskTeacher(nn.Module):
         """
         if context_x is None:
             context_x = user_x.new_zeros((user_x.shape[0], 0))
-        x = torch.cat([self.user_emb(user_x), self.item_emb(item_x), self.context_emb(context_x)], dim=1)
-        experts = torch.stack([expert(x) for expert in self.experts], dim=1)  # (B, E, H)
+        for side, x_side, n in zip(
+            ("user_x", "item_x", "context_x"), (user_x, item_x, context_x), self.n_fields, strict=True
+        ):
+            if x_side.dim() != 2 or x_side.shape[1] != n:
+                raise ValueError(f"expected {side} of shape (B, {n}); got {tuple(x_side.shape)}")
+        x = self.embedding(torch.cat([user_x, item_x, context_x], dim=1))
         if self.gates is not None:
-            gates = self.gates(x).view(-1, len(TASKS), self.n_experts).softmax(dim=-1)
-            mixed = torch.einsum("bte,beh->bth", gates, experts)  # per-task expert mixture
-            h_ctr, h_cvr = mixed[:, 0], mixed[:, 1]
+            experts, logits = self.experts.forward_with_side(x, self.gates)  # (E, B, H), (B, T * E)
+            # Per-task softmax gates and expert mixture (T, B, H), MMoE eq. 5.
+            mixed, gates = softmax_mixture(logits.view(-1, len(TASKS), self.n_experts), experts)
         else:
-            gates, h_ctr, h_cvr = None, experts[:, 0], experts[:, 0]
-        logit_ctr = self.ctr_tower(h_ctr).squeeze(-1)
-        logit_cvr = self.cvr_tower(h_cvr).squeeze(-1)
+            gates, mixed = None, self.experts(x).expand(len(TASKS), -1, -1)
+        if self.duration_head:
+            # The duration tower reads the CVR task's mixture (both are conditional on a click).
+            mixed = torch.cat([mixed, mixed[1:2]])
+        logits = self.towers(mixed).squeeze(-1)  # (towers, B)
+        logit_ctr, logit_cvr = logits[0], logits[1]
         p_ctr, p_cvr = torch.sigmoid(logit_ctr), torch.sigmoid(logit_cvr)
         out: dict[str, Tensor | None] = {
             "logit_ctr": logit_ctr,
@@ -122,7 +140,7 @@ class MultiTaskTeacher(nn.Module):
             "log_p_ctcvr": F.logsigmoid(logit_ctr) + F.logsigmoid(logit_cvr),
             "gates": gates,
         }
-        if self.dur_tower is not None:
+        if self.duration_head:
             # Softplus: a mean of log1p(duration) >= 0 cannot be negative.
-            out["dur_log"] = F.softplus(self.dur_tower(h_cvr).squeeze(-1))
+            out["dur_log"] = F.softplus(logits[2])
         return out
