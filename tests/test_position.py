@@ -73,7 +73,7 @@ def study():
     return P.load(REPO / "params.yaml")
 
 
-def train(module: torch.nn.Module, batch: dict, steps: int = 200, lr: float = 0.1) -> None:
+def train(module: torch.nn.Module, batch: dict, steps: int = 1000, lr: float = 0.03) -> None:
     """Full-batch steps of the module's own optimizer (so a parameter it leaves out stays put), at a learning
     rate that reaches the population optimum in well under a second."""
     torch.set_num_threads(1)  # small tensors: more threads only contend with other processes
@@ -192,7 +192,7 @@ def test_context_inputs_are_chosen_by_name(study) -> None:
     ):
         model = build_teacher(cards, study.teacher, variant, names)
         module = TeacherModule(model, study.teacher, variant, names)
-        assert model.context_emb.n_fields == n_inputs and (module.position is not None) == has_factor
+        assert model.n_fields[2] == n_inputs and (module.position is not None) == has_factor
     module = TeacherModule(
         build_teacher(cards, study.teacher, "default", names), study.teacher, "default", names
     )
@@ -210,7 +210,7 @@ def test_context_inputs_are_chosen_by_name(study) -> None:
     # ctx_device is an input: with trained-like weights it moves the prediction (OOV rows start at zero,
     # so move the rows first).
     with torch.no_grad():
-        module.model.context_emb.embedding.weight.normal_()
+        module.model.embedding.embedding.weight.normal_()
         base, device = (
             module(batch),
             module({**batch, "context_x": batch["context_x"].index_fill(1, torch.tensor([0]), 2)}),

@@ -223,9 +223,9 @@ class TeacherModule(_StepCost):
         super().__init__()
         cfg = teacher_variant(cfg, variant)
         columns = teacher_context(context_features, cfg.position)
-        if len(columns) != model.context_emb.n_fields:
+        if len(columns) != model.n_fields[2]:
             raise ValueError(
-                f"the teacher reads {model.context_emb.n_fields} context columns but variant {variant!r} "
+                f"the teacher reads {model.n_fields[2]} context columns but variant {variant!r} "
                 f"selects {len(columns)} of {list(context_features)}: build the model and its module with "
                 "the same variant and context_features"
             )
