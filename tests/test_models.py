@@ -410,3 +410,22 @@ def test_oov_rows_start_at_zero():
     out = emb(torch.zeros((2, 3), dtype=torch.long))
     assert torch.count_nonzero(out) == 0
     assert torch.count_nonzero(emb(torch.ones((2, 3), dtype=torch.long))) > 0
+
+
+def test_teacher_inner_product_term_adds_a_user_item_interaction() -> None:
+    """dot_dim > 0 adds <W_u x_user, W_i x_item> per task: with everything else zeroed, the logit is exactly it."""
+    torch.manual_seed(0)
+    teacher = MultiTaskTeacher(
+        [5], [7], [], emb_dim=4, n_experts=2, expert_dims=(8,), tower_dims=(), dot_dim=3
+    )
+    with torch.no_grad():
+        for p in teacher.towers.parameters():
+            p.zero_()
+        teacher.embedding.embedding.weight.normal_()
+    user, item = torch.tensor([[1], [2]]), torch.tensor([[3], [4]])
+    out = teacher(user, item)
+    emb = teacher.embedding(torch.cat([user, item], dim=1))
+    u = teacher.dot_user(emb[:, :4]).view(2, 2, 3)
+    v = teacher.dot_item(emb[:, 4:]).view(2, 2, 3)
+    torch.testing.assert_close(out["logit_ctr"], (u * v).sum(-1)[:, 0])
+    torch.testing.assert_close(out["logit_cvr"], (u * v).sum(-1)[:, 1])

@@ -115,6 +115,7 @@ class TeacherConfig:
     expert_dims: tuple[int, ...] = rule(int_list(), "layer widths of each expert")
     tower_dims: tuple[int, ...] = rule(int_list(allow_empty=True), "hidden widths of each task tower")
     emb_dim: int = rule(number(1, 1024, True), "embedding size per field")
+    dot_dim: int = rule(number(0, 1024, True), "user x item inner-product term of each task logit (0: none)")
     lr: float = rule(number(1e-6, 1.0), "Adam learning rate")
     weight_decay: float = rule(number(0.0, 1.0), "Adam weight decay")
     w_ctr: float = rule(number(0.0, None), "weight of BCE(y_c, p_ctr)")

@@ -105,6 +105,7 @@ def build_teacher(
         cards["item"],
         [cards["context"][i] for i in teacher_context(context_features, cfg.position)],
         emb_dim=cfg.emb_dim,
+        dot_dim=cfg.dot_dim,
         backbone=cfg.backbone,
         n_experts=cfg.n_experts,
         expert_dims=cfg.expert_dims,

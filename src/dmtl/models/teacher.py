@@ -44,6 +44,7 @@ class MultiTaskTeacher(nn.Module):
             used only for the ``p_ctr * E[duration | click]`` distillation target. It reads the CVR task's
             expert mixture, since both are quantities conditional on a click.
         dropout: dropout in experts and towers.
+        dot_dim: size of the user x item inner-product term added to each task's logit (0: none).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class MultiTaskTeacher(nn.Module):
         esmm: bool = True,
         duration_head: bool = False,
         dropout: float = 0.0,
+        dot_dim: int = 0,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -93,6 +95,13 @@ class MultiTaskTeacher(nn.Module):
             dropout,
             last_activation=False,
         )
+        # A user x item inner product added to each task's logit (the FM / two-tower term of DeepFM-style
+        # rankers): an MLP over concatenated embeddings learns a dot product poorly, so without it the teacher
+        # cannot even represent what its two-tower students do.
+        self.dot_dim = int(dot_dim)
+        n_user, n_item = self.n_fields[0] * emb_dim, self.n_fields[1] * emb_dim
+        self.dot_user = nn.Linear(n_user, len(TASKS) * self.dot_dim, bias=False) if self.dot_dim else None
+        self.dot_item = nn.Linear(n_item, len(TASKS) * self.dot_dim, bias=False) if self.dot_dim else None
 
     def forward(
         self, user_x: Tensor, item_x: Tensor, context_x: Tensor | None = None
@@ -128,6 +137,11 @@ class MultiTaskTeacher(nn.Module):
             # The duration tower reads the CVR task's mixture (both are conditional on a click).
             mixed = torch.cat([mixed, mixed[1:2]])
         logits = self.towers(mixed).squeeze(-1)  # (towers, B)
+        if self.dot_user is not None:
+            n_user, n_item = (n * self.embedding.dim for n in self.n_fields[:2])
+            u = self.dot_user(x[:, :n_user]).view(-1, len(TASKS), self.dot_dim)
+            v = self.dot_item(x[:, n_user : n_user + n_item]).view(-1, len(TASKS), self.dot_dim)
+            logits = torch.cat([logits[: len(TASKS)] + (u * v).sum(-1).T, logits[len(TASKS) :]])
         logit_ctr, logit_cvr = logits[0], logits[1]
         p_ctr, p_cvr = torch.sigmoid(logit_ctr), torch.sigmoid(logit_cvr)
         out: dict[str, Tensor | None] = {
