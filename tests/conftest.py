@@ -15,6 +15,7 @@ TINY = {
     "train.max_epochs": 3,
     "train.batch_size": 512,
     "train.threads": 1,  # tests share 2 cores with other processes: one thread avoids oversubscription
+    "train.workers": 1,  # and one process: spawning workers costs more than the tiny runs they would share
     "teacher.variants": ["no_esmm"],
     "teacher.variant_seeds": 1,
     "sweeps.seeds": [0, 1],

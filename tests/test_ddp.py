@@ -129,7 +129,9 @@ def test_two_process_gloo_training_matches_one_process(tiny, keep_threads, tmp_p
 
     # The model learned (far from a chance ranker) in both runs, and to the same quality.
     for run in (one, two):
-        assert run["auc_click"] > 0.55  # position-free predictions (teacher.position = bias): no position shortcut
+        assert (
+            run["auc_click"] > 0.55
+        )  # position-free predictions (teacher.position = bias): no position shortcut
         assert run["auc_ctcvr"] > 0.6
     assert one["auc_click"] == pytest.approx(two["auc_click"], abs=AUC_TOLERANCE)
     assert one["auc_ctcvr"] == pytest.approx(two["auc_ctcvr"], abs=AUC_TOLERANCE)

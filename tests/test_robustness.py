@@ -47,6 +47,7 @@ FAST = {
     "train.patience": 1,
     "train.batch_size": 512,
     "train.threads": 1,
+    "train.workers": 1,
     "teacher.variants": [],
     "students.names": ["ctr", "dmtl"],
 }

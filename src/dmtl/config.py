@@ -101,7 +101,10 @@ class TrainConfig:
     strategy: V.Strategy = rule(choice(V.STRATEGIES), "lightning.Trainer strategy")
     num_nodes: int = rule(number(1, None, True), "lightning.Trainer num_nodes")
     precision: V.Precision = rule(choice(V.PRECISIONS), "lightning.Trainer precision")
-    threads: int = rule(number(1, 256, True), "torch intra-op threads on CPU")
+    threads: int = rule(number(1, 256, True), "torch intra-op threads on CPU (shared by the workers)")
+    workers: int = rule(
+        number(1, 64, True), "seeds trained side by side, in processes of threads / workers threads"
+    )
     steps_per_call: int = rule(number(1, 4096, True), "optimizer steps per Lightning training_step")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from dmtl.features import Prepared
 from dmtl.io import write_csv, write_json
 from dmtl.losses import soft_target_from_teacher
 from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
+from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
 from dmtl.selection import ValidationMetric
 from dmtl.training import (
@@ -105,8 +108,50 @@ class _Labeller(torch.nn.Module):
         return soft_target_from_teacher(out, self.target, self.duration_cap)
 
 
+def _train_seed(seed: int, study: Study, name: str, root: str, threads: int) -> tuple[pd.DataFrame, dict]:
+    """Train and export student ``name`` of ``seed``; return its learning curve and its run record."""
+    paths = Paths(root)
+    prepared, _ = prepared_data(paths.data)
+    student, common = study.students[name], study.students.common
+    train = dataclasses.replace(study.train, threads=threads)
+    distill = student.distill
+    soft = None
+    if distill is not None and distill.teacher_training == "two_stage":
+        pred = {k: torch.from_numpy(v) for k, v in read_teacher_predictions(root, seed).items()}
+        soft = soft_target_from_teacher(
+            pred, distill.soft_target, prepared.meta["duration_cap_seconds"]
+        ).numpy()
+    tensors = ImpressionTensors(prepared, soft_labels=soft)
+    seed_everything(seed, train.threads)
+    module = build_module(study, name, prepared, tensors, Path(root), seed)
+    # The softmax objective's loss depends on the batch's negatives: validate on batches of the same size.
+    eval_batch = train.batch_size if common.objective == "sampled_softmax" else None
+    select = ValidationMetric(tensors, train.select_on) if train.select_on != "loss" else None
+    t0 = time.perf_counter()
+    curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch, select=select)
+    seconds = time.perf_counter() - t0
+    model = module.model
+    out = paths.student(name, seed)
+    save_state(model, out / "model.pt")
+    towers = Towers(
+        tower_embeddings(model, tensors.user_table, user=True),
+        tower_embeddings(model, tensors.item_table, user=False),
+    )
+    write_towers(towers, out)
+    run = {
+        "seed": seed,
+        "epochs": len(curve),
+        "best_val_loss": float(curve["val_loss"].min()),
+        "best_val_select": float(curve["val_select"].max()),
+        "stopped_early": len(curve) < train.max_epochs,
+        "seconds": seconds,
+    }
+    return curve.assign(student=name, seed=seed, series=f"seed {seed}"), run
+
+
 def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, Any]:
-    """Train student ``name`` for every seed and export its user and item embeddings.
+    """Train student ``name`` for every seed (side by side in ``train.workers`` processes) and export its user
+    and item embeddings.
 
     A student that learns from the teacher distils, for seed ``s``, the teacher of seed ``s``: its frozen
     predictions (two-stage) or a teacher trained alongside it (joint, stop-gradient).
@@ -114,51 +159,14 @@ def run_student(study: Study, name: str, root: str | Path = ".") -> dict[str, An
     if name not in study.students.names:
         raise ValueError(f"unknown student {name!r}; students.names has {list(study.students.names)}")
     paths = Paths(root)
-    prepared = Prepared.read(paths.data)
-    student, common, train = study.students[name], study.students.common, study.train
-    distill = student.distill
-    two_stage = distill is not None and distill.teacher_training == "two_stage"
-    # The softmax objective's loss depends on the batch's negatives: validate on batches of the same size.
-    eval_batch = train.batch_size if common.objective == "sampled_softmax" else None
-    curves, rows = [], []
-    for seed in train.seeds:
-        soft = None
-        if two_stage:
-            pred = {k: torch.from_numpy(v) for k, v in read_teacher_predictions(root, seed).items()}
-            soft = soft_target_from_teacher(
-                pred, distill.soft_target, prepared.meta["duration_cap_seconds"]
-            ).numpy()
-        tensors = ImpressionTensors(prepared, soft_labels=soft)
-        seed_everything(seed, train.threads)
-        module = build_module(study, name, prepared, tensors, Path(root), seed)
-        t0 = time.perf_counter()
-        select = ValidationMetric(tensors, train.select_on) if train.select_on != "loss" else None
-        curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch, select=select)
-        seconds = time.perf_counter() - t0
-        model = module.model
-        out = paths.student(name, seed)
-        save_state(model, out / "model.pt")
-        towers = Towers(
-            tower_embeddings(model, tensors.user_table, user=True),
-            tower_embeddings(model, tensors.item_table, user=False),
-        )
-        write_towers(towers, out)
-        curves.append(curve.assign(student=name, seed=seed, series=f"seed {seed}"))
-        rows.append(
-            {
-                "seed": seed,
-                "epochs": len(curve),
-                "best_val_loss": float(curve["val_loss"].min()),
-                "best_val_select": float(curve["val_select"].max()),
-                "stopped_early": len(curve) < train.max_epochs,
-                "seconds": seconds,
-            }
-        )
-    write_csv(pd.concat(curves, ignore_index=True), paths.student_curves(name))
+    train = study.train
+    fn = partial(_train_seed, study=study, name=name, root=str(root))
+    done = map_runs(fn, list(train.seeds), train.workers, train.threads)
+    write_csv(pd.concat([curve for curve, _ in done], ignore_index=True), paths.student_curves(name))
     summary = {
         "student": name,
-        "hyperparameters": {**to_dict(common), **student.to_dict()},
-        "runs": rows,
+        "hyperparameters": {**to_dict(study.students.common), **study.students[name].to_dict()},
+        "runs": [run for _, run in done],
     }
     write_json(summary, paths.student_metrics(name))
     return summary

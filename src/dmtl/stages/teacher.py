@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,67 +14,76 @@ import pandas as pd
 from dmtl import vocab as V
 from dmtl.artifacts import write_position_bias, write_teacher_predictions
 from dmtl.config import Study
-from dmtl.data import ImpressionTensors
-from dmtl.features import Prepared
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
 from dmtl.metrics import teacher_ranking_metrics
 from dmtl.models.position import POSITION_FEATURE
+from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
 from dmtl.stats.intervals import mean_ci
 from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
 
 
+def _train_run(
+    run: tuple[str, int], study: Study, root: str, threads: int
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Train and write one teacher (variant, seed); return its learning curve and its metrics rows."""
+    variant, seed = run
+    paths = Paths(root)
+    prepared, tensors = prepared_data(paths.data)
+    cfg, train = study.teacher, dataclasses.replace(study.train, threads=threads)
+    context = prepared.meta["context_features"]
+    seed_everything(seed, train.threads)
+    model = build_teacher(prepared.cardinalities, cfg, variant, context)
+    module = TeacherModule(model, cfg, variant, context)
+    t0 = time.perf_counter()
+    curve = fit(module, tensors, train, seed)
+    seconds = time.perf_counter() - t0
+    pred = predict_teacher(module, tensors)
+    out = paths.teacher(variant, seed)
+    save_state(module.model, out / "model.pt")
+    write_teacher_predictions(pred, out)
+    if module.position is not None:
+        p_seen = module.position.p_seen().detach().numpy()
+        bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
+        write_position_bias(p_seen, np.bincount(bucket, minlength=len(p_seen)), out)
+    rows = []
+    for split in ("val", "test"):
+        mask = prepared.split_mask(split)
+        m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
+        rows.append(
+            {
+                "variant": variant,
+                "seed": seed,
+                "split": split,
+                "epochs": len(curve),
+                "stopped_early": len(curve) < train.max_epochs,
+                "seconds": seconds,
+                **m,
+            }
+        )
+    return curve.assign(variant=variant, seed=seed, series=f"{variant} seed {seed}"), rows
+
+
 def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
-    """Train the teacher for every seed (and its variants for the first ``variant_seeds`` seeds).
+    """Train the teacher for every seed (and its variants for the first ``variant_seeds`` seeds), side by
+    side in ``train.workers`` processes.
 
     The predictions written (the students' soft labels) and scored are the teacher's own: with
     ``teacher.position: bias`` position-free, at the top of the feed (:class:`dmtl.training.TeacherModule`).
     """
     paths = Paths(root)
-    prepared = Prepared.read(paths.data)
-    tensors = ImpressionTensors(prepared)
+    prepared, _ = prepared_data(paths.data)
     cfg, train = study.teacher, study.train
-    context = prepared.meta["context_features"]
     runs = [("default", s) for s in train.seeds]
     runs += [(v, s) for v in cfg.variants for s in train.seeds[: cfg.variant_seeds]]
-    curves, rows = [], []
-    for variant, seed in runs:
-        seed_everything(seed, train.threads)
-        model = build_teacher(prepared.cardinalities, cfg, variant, context)
-        module = TeacherModule(model, cfg, variant, context)
-        t0 = time.perf_counter()
-        curve = fit(module, tensors, train, seed)
-        seconds = time.perf_counter() - t0
-        pred = predict_teacher(module, tensors)
-        out = paths.teacher(variant, seed)
-        save_state(module.model, out / "model.pt")
-        write_teacher_predictions(pred, out)
-        if module.position is not None:
-            p_seen = module.position.p_seen().detach().numpy()
-            bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
-            write_position_bias(p_seen, np.bincount(bucket, minlength=len(p_seen)), out)
-        curves.append(curve.assign(variant=variant, seed=seed, series=f"{variant} seed {seed}"))
-        for split in ("val", "test"):
-            mask = prepared.split_mask(split)
-            m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
-            rows.append(
-                {
-                    "variant": variant,
-                    "seed": seed,
-                    "split": split,
-                    "epochs": len(curve),
-                    "stopped_early": len(curve) < train.max_epochs,
-                    "seconds": seconds,
-                    **m,
-                }
-            )
-    table = pd.DataFrame(rows)
+    done = map_runs(partial(_train_run, study=study, root=str(root)), runs, train.workers, train.threads)
+    table = pd.DataFrame([row for _, rows in done for row in rows])
     write_parquet(table, paths.metrics / "teacher_runs.parquet")
     write_json(
         {"tau_seconds": prepared.tau_seconds, "tau_rule": prepared.meta["tau_rule"]},
         paths.metrics / "tau.json",
     )
-    write_csv(pd.concat(curves, ignore_index=True), paths.plots / "teacher_curves.csv")
+    write_csv(pd.concat([curve for curve, _ in done], ignore_index=True), paths.plots / "teacher_curves.csv")
     summary = summarise_runs(table, group="variant", level=study.eval.ci_level)
     write_json(summary, paths.metrics / "teacher.json")
     return summary
