@@ -658,7 +658,7 @@ def test_oracle_round_trip_keeps_fans_and_release_days(tmp_path):
 
 
 def test_presets_are_sized_as_documented():
-    assert set(PRESETS) == {"tiny", "default", "large"}
+    assert set(PRESETS) == {"tiny", "small", "default", "large"}
     assert 20_000 <= PRESETS["tiny"].expected_impressions <= 40_000
     assert 500_000 <= PRESETS["default"].expected_impressions <= 700_000
     # Repeats dropped by the feed are ~1% at this corpus size, so >= 11M scheduled keeps >= 10M shown.

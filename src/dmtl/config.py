@@ -56,7 +56,7 @@ class DataConfig:
 
     source: V.Source = rule(choice(V.SOURCES), "simulated | kuairand | generic")
     path: str = rule(text, "kuairand / generic: directory of the files (ignored for simulated)")
-    preset: V.Preset = rule(choice(V.PRESETS), "simulated: world size (tiny | default | large)")
+    preset: V.Preset = rule(choice(V.PRESETS), "simulated: world size (tiny | small | default | large)")
     sim_seed: int = rule(number(0, None, True), "simulated: the world's seed; model seeds are train.seeds")
     sim: dict[str, Any] = rule(mapping, "simulated: knob overrides, checked by dmtl.sources.simulator.config")
     kuairand_logs: tuple[str, ...] = rule(subset(V.KUAIRAND_LOGS, allow_empty=False), "kuairand logs read")

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 # ------------------------------------------------------------------------------------------- choices
 # Each choice is a Literal type (what a config field is annotated with) and the tuple of its values.
 Source = Literal["simulated", "kuairand", "generic"]
-Preset = Literal["tiny", "default", "large"]
+Preset = Literal["tiny", "small", "default", "large"]
 KuaiRandLog = Literal["standard", "random"]
 Backbone = Literal["mmoe", "shared_bottom"]
 TeacherVariant = Literal["shared_bottom", "no_esmm", "position_feature", "no_position"]

@@ -267,7 +267,10 @@ def _replace_checked(base: SimConfig, overrides: Mapping[str, Any]) -> SimConfig
 PRESETS: dict[str, SimConfig] = {
     # Tests and smoke runs: ~30k impressions in well under a second.
     "tiny": SimConfig(n_users=1_200, n_items=800, n_days=7, n_publishers=80, sessions_per_user_day=0.5),
-    # The README's run: ~600k impressions, sized so 3 seeds x (teacher + 5 students) fit in 10 min on 2 cores.
+    # The study's default run (params.yaml): ~160k impressions, sized so the whole study (5 seeds of every
+    # model trained to convergence, the regime map, the ablations) fits the 10-minute budget on 2 cores.
+    "small": SimConfig(n_users=4_000, n_items=1_500, n_days=10, n_publishers=150),
+    # The simulator's standard world: ~600k impressions (benchmarks, calibration).
     "default": SimConfig(),
     # Scale: >= 10 million impressions.
     "large": SimConfig(n_users=200_000, n_items=50_000, n_days=14, n_publishers=3_000),
