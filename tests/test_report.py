@@ -31,45 +31,80 @@ def test_readme_section_quotes_metrics(tiny_run, tmp_path):
     assert readme.main(["--readme", str(fake), "--check"]) == 0
 
 
-def test_tuning_chooses_lowest_validation_loss_per_student_and_applies_it(tmp_path):
-    grid = pd.DataFrame(
-        [
-            {"student": "ctr", "lr": 0.01, "emb_dim": 16, "weight_decay": 0.0, "val_loss": 0.30},
-            {"student": "ctr", "lr": 0.001, "emb_dim": 32, "weight_decay": 0.0, "val_loss": 0.25},
-            {"student": "dmtl", "lr": 0.003, "emb_dim": 16, "weight_decay": 1e-5, "val_loss": 0.10},
-            {"student": "dmtl", "lr": 0.01, "emb_dim": 16, "weight_decay": 0.0, "val_loss": 0.11},
-        ]
-    )
-    chosen = tuning.choose(grid)
-    assert chosen == {
-        "ctr": {"lr": 0.001, "emb_dim": 32, "weight_decay": 0.0},
-        "dmtl": {"lr": 0.003, "emb_dim": 16, "weight_decay": 1e-5},
-    }
-    tuning.write_outputs(grid, chosen, tmp_path)
+def test_tuning_chooses_alike_and_applies_the_choice(tmp_path):
+    """One metric for all: the teacher's best point, the objective whose students retrieve better on average,
+    each student's best point under it, and each distillation variant's own point for its ablation sweep."""
+    rows = []
+    for objective, shift in (("pointwise", 0.0), ("sampled_softmax", 0.1)):
+        for model in ("ctr", "dmtl"):
+            for lr, val in ((0.01, 0.30), (0.03, 0.35 if model == "ctr" else 0.25)):
+                rows.append(
+                    {
+                        "model": model,
+                        "variant": "",
+                        "objective": objective,
+                        "lr": lr,
+                        "emb_dim": 16,
+                        "val": val + shift,
+                    }
+                )
+    rows += [
+        {"model": "teacher", "variant": "", "objective": "", "lr": 0.003, "emb_dim": 32, "val": 0.74},
+        {"model": "teacher", "variant": "", "objective": "", "lr": 0.01, "emb_dim": 16, "val": 0.73},
+        {
+            "model": "dmtl",
+            "variant": "distill_loss=mse",
+            "objective": "sampled_softmax",
+            "lr": 0.003,
+            "emb_dim": 16,
+            "val": 0.2,
+        },
+        {
+            "model": "dmtl",
+            "variant": "distill_loss=mse",
+            "objective": "sampled_softmax",
+            "lr": 0.03,
+            "emb_dim": 16,
+            "val": 0.3,
+        },
+    ]
+    chosen = tuning.choose(pd.DataFrame(rows))
+    assert chosen["teacher"] == {"lr": 0.003, "emb_dim": 32}
+    assert chosen["objective"] == "sampled_softmax"
+    assert chosen["students"] == {"ctr": {"lr": 0.03, "emb_dim": 16}, "dmtl": {"lr": 0.01, "emb_dim": 16}}
+    assert chosen["distill_variants"] == {"distill_loss=mse": {"lr": 0.03, "emb_dim": 16}}
+    tuning.write_outputs(pd.DataFrame(rows), chosen, tmp_path)
     params_file = tmp_path / "params.yaml"
     params_file.write_text((REPO / "params.yaml").read_text())
     tuning.apply(tmp_path / "chosen.yaml", params_file)
-    from dmtl.params import read_yaml
+    from dmtl.params import load
 
-    applied = read_yaml(params_file)
-    assert applied["students"]["ctr"]["emb_dim"] == 32 and applied["students"]["dmtl"]["weight_decay"] == 1e-5
+    applied = load(params_file)
+    assert applied.teacher.emb_dim == 32 and applied.students.common.objective == "sampled_softmax"
+    assert applied.students["ctr"].lr == 0.03 and applied.students["dmtl"].lr == 0.01
+    assert applied.sweeps.grid["distill_loss"].at["mse"] == {
+        "students.dmtl.lr": 0.03,
+        "students.dmtl.emb_dim": 16,
+    }
     assert "# Parameters of the DMTL study" in params_file.read_text()  # comments survive
 
 
-def test_grid_is_the_same_for_every_student():
-    """Fairness of the committed tuning run: every student was tried on exactly the grid of params.yaml."""
-    from dmtl.params import load, read_yaml
+def test_committed_tuning_grid_is_the_same_for_every_model():
+    """Fairness of the committed tuning run: every model and variant was tried on exactly the grid of
+    params.yaml, on every objective, and params.yaml uses the committed choice."""
+    from dmtl.params import load
 
     params = load(REPO / "params.yaml")
+    grid, chosen = tuning.read_grid(REPO / "tuning")
     points = {tuple(p.values()) for p in tuning.grid_points(params.tuning.grid)}
-    grid = pd.read_csv(REPO / "tuning" / "grid.csv")
-    assert set(grid["student"]) == set(params.students.names)
-    for student, part in grid.groupby("student"):
+    for key, part in grid.groupby(["model", "variant", "objective"], dropna=False):
         tried = [tuple(r) for r in part[list(tuning.GRID_KEYS)].itertuples(index=False)]
-        assert len(tried) == len(set(tried)) and set(tried) == points, student
-    # The committed choice is each student's lowest validation loss, and params.yaml uses it.
-    chosen = read_yaml(REPO / "tuning" / "chosen.yaml")
+        assert len(tried) == len(set(tried)) and set(tried) == points, key
+    assert set(grid.loc[grid["model"] != "teacher", "model"]) == set(params.students.names)
     assert chosen == tuning.choose(grid)
-    for student, values in chosen.items():
+    assert params.students.common.objective == chosen["objective"]
+    for key, value in chosen["teacher"].items():
+        assert getattr(params.teacher, key) == pytest.approx(value)
+    for student, values in chosen["students"].items():
         for key, value in values.items():
             assert getattr(params.students[student], key) == pytest.approx(value), (student, key)

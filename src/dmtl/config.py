@@ -279,19 +279,34 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TuningGrid:
-    """``tuning.grid``: the same grid for every student."""
+    """``tuning.grid``: the same grid for the teacher and every student."""
 
     lr: tuple[float, ...] = rule(number_list(1e-6, 1.0), "learning rates")
     emb_dim: tuple[int, ...] = rule(number_list(1, 1024, integer=True), "embedding sizes")
-    weight_decay: tuple[float, ...] = rule(number_list(0.0, 1.0), "weight decays")
+
+
+def distill_variants(key: str, value: Any) -> dict[str, dict[str, Any]]:
+    """``tuning.distill_variants``: ``"<sweep>=<value>"`` -> the dotted overrides that make that variant."""
+    out = {}
+    for label, over in mapping(key, value).items():
+        if not isinstance(label, str) or "=" not in label:
+            raise ParamsError(f"{key}: {label!r} must read '<sweep name>=<value>', e.g. 'distill_loss=mse'")
+        out[label] = mapping(f"{key}.{label}", over)
+    return out
 
 
 @dataclass(frozen=True)
 class TuningConfig:
-    """``tuning``: `make tune`, one grid for every student."""
+    """``tuning``: `make tune`, one grid for every model, chosen on one validation metric."""
 
-    seed: int = rule(number(0, None, True), "model seed of the grid runs")
+    seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds of every grid point")
+    objectives: tuple[str, ...] = rule(
+        subset(V.OBJECTIVES, allow_empty=False), "training objectives compared"
+    )
     grid: TuningGrid = group("the grid")
+    distill_variants: dict[str, dict[str, Any]] = rule(
+        distill_variants, "the reference's other distillation losses, each tuned for its ablation sweep"
+    )
 
 
 @dataclass(frozen=True)
@@ -305,12 +320,15 @@ class SweepSpec:
             temperature).
         regime: the sweep moves a property of the data (density, cold items, ...): one axis of the report's
             map of where distillation helps, rather than an ablation of a modelling choice.
+        at: dotted keys set at one value only (``str(value)`` -> settings), e.g. the learning rate tuned for
+            that distillation loss (written by ``python -m dmtl.tuning apply``).
     """
 
     param: str
     values: tuple[Any, ...]
     fixed: dict[str, Any] = field(default_factory=dict)
     regime: bool = False
+    at: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -327,19 +345,25 @@ def sweep_grid(key: str, value: Any) -> dict[str, SweepSpec]:
             )
         if (
             not isinstance(spec, Mapping)
-            or not {"param", "values"} <= set(spec) <= {"param", "values", "fixed", "regime"}
+            or not {"param", "values"} <= set(spec) <= {"param", "values", "fixed", "regime", "at"}
             or not isinstance(spec["param"], str)
             or not isinstance(spec["values"], list | tuple)
             or not spec["values"]
             or not isinstance(spec.get("fixed", {}), Mapping)
             or not isinstance(spec.get("regime", False), bool)
+            or not isinstance(spec.get("at", {}), Mapping)
+            or not all(isinstance(v, Mapping) for v in spec.get("at", {}).values())
         ):
             raise ParamsError(
                 f"sweeps.grid.{name} = {spec!r} must be {{param: dotted.key, values: [a non-empty list]}}, "
                 "optionally with fixed: {dotted.key: value} and regime: true|false"
             )
+        at = {str(k): dict(v) for k, v in spec.get("at", {}).items()}
+        unknown = sorted(set(at) - {str(v) for v in spec["values"]})
+        if unknown:
+            raise ParamsError(f"sweeps.grid.{name}.at names {unknown}, which are not among its values")
         out[name] = SweepSpec(
-            spec["param"], tuple(spec["values"]), dict(spec.get("fixed", {})), spec.get("regime", False)
+            spec["param"], tuple(spec["values"]), dict(spec.get("fixed", {})), spec.get("regime", False), at
         )
     return out
 
@@ -387,6 +411,8 @@ def _plain(value: Any) -> Any:
             out["fixed"] = _plain(value.fixed)
         if value.regime:
             out["regime"] = True
+        if value.at:
+            out["at"] = _plain(value.at)
         return out
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}

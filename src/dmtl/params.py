@@ -53,7 +53,8 @@ def validate(tree: Mapping[str, Any] | Study, sweeps: bool = True) -> Study:
         for name, spec in study.sweeps.grid.items():
             for value in spec.values:
                 try:
-                    validate(_overridden(base, {**spec.fixed, spec.param: value}), sweeps=False)
+                    over = {**spec.fixed, **spec.at.get(str(value), {}), spec.param: value}
+                    validate(_overridden(base, over), sweeps=False)
                 except ParamsError as e:
                     raise ParamsError(f"sweeps.grid.{name}: {e}") from e
     return study

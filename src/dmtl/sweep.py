@@ -145,6 +145,7 @@ def point_overrides(study: Study, spec: SweepSpec, value: Any) -> dict[str, Any]
         names.append(study.eval.reference)
     return {
         **spec.fixed,
+        **spec.at.get(str(value), {}),
         spec.param: value,
         "train.seeds": list(sw.seeds),
         "students.names": names,
