@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
 
-.PHONY: setup study test test-slow lint lock data-folder kuairand tune bench clean
+.PHONY: setup study full test test-slow lint lock data-folder kuairand tune bench clean
 
 $(BIN)/dvc: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ data-folder: setup
 study: setup data-folder
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc metrics show
+
+# The full run: every world of full.yaml, more seeds, wider grids (about an hour on 2 cores) into results/full/
+full: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m dmtl.fullrun
 
 # Run the study on a folder of official KuaiRand files: make kuairand KUAIRAND=path/to/KuaiRand-Pure/data
 kuairand: setup
