@@ -65,6 +65,31 @@ def results_markdown(summary: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
+def worlds_markdown(gathered: dict[str, Any]) -> str:
+    """The full run across simulated worlds: per headline metric, dmtl against the strongest non-distilled model
+    in each world, and across the worlds."""
+    meta = gathered["meta"]
+    ref = meta["reference"]
+    worlds = [str(w) for w in meta["worlds"]]
+    lines = [
+        f"Full run (`make full`): {len(worlds)} simulated worlds (`data.sim_seed` {', '.join(worlds)}), seeds "
+        f"{meta['seeds']} each, bootstrap over test users and seeds within a world. Per world: `{ref}` minus the "
+        "strongest non-distilled model of that world [95% interval], Holm-corrected verdict; across worlds: the "
+        "mean difference with a t-interval over the worlds.",
+        "",
+        "| metric | " + " | ".join(f"world {w}" for w in worlds) + " | across worlds |",
+        "|---|" + "---|" * (len(worlds) + 1),
+    ]
+    for metric, block in gathered["metrics"].items():
+        cells = []
+        for w in worlds:
+            r = block["worlds"].get(w)
+            cells.append("—" if r is None else f"vs `{r['strongest']}`: {_fmt(r, 3)}, {r['verdict']}")
+        agree = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in block["decisions"].items())
+        lines.append(f"| `{metric}` | " + " | ".join(cells) + f" | {_fmt(block, 3)} ({agree}) |")
+    return "\n".join(lines)
+
+
 def benchmark_markdown(results: dict[str, Any]) -> str:
     rows = results.get("figures", [])
     lines = ["| figure | measured | target | met |", "|---|---|---|---|"]
@@ -80,6 +105,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
         "results/kuairand/metrics/metrics.json",
         lambda s: results_markdown(s, "KuaiRand-Pure slice"),
     ),
+    "full": ("results/full/metrics/worlds.json", worlds_markdown),
     "benchmarks": ("benchmarks/results.json", benchmark_markdown),
 }
 
