@@ -408,12 +408,20 @@ def sampled_softmax_loss(
         raise ValueError(f"n_negatives must be >= 1; got {n_negatives}")
     log_q = log_q.to(user_emb.dtype)
     n = min(int(n_negatives), len(item_row))
-    positive = (user_emb * item_emb).sum(dim=-1) - log_q
-    negative = user_emb @ item_emb[:n].T - log_q[None, :n]
-    negative = negative.masked_fill(item_row[:, None] == item_row[None, :n], float("-inf"))
-    nll = -torch.log_softmax(torch.cat([positive[:, None], negative], dim=1), dim=1)[:, 0]
-    weight = weight.to(nll.dtype)
-    return (weight * nll).sum() / weight.sum().clamp(min=torch.finfo(nll.dtype).tiny)
+    weight = weight.to(user_emb.dtype)
+    # Rows without weight add nothing to the loss; their items still serve as negatives. Only the weighted
+    # rows' logits are computed, and the constant part of every negative logit (-log q_j, -inf on an
+    # accidental hit) is one bias matrix outside the autograd graph, added by the matmul itself.
+    rows = torch.nonzero(weight > 0).squeeze(1)
+    if len(rows) == 0:
+        return (user_emb * item_emb).sum() * 0.0
+    user, weight = user_emb[rows], weight[rows]
+    positive = (user * item_emb[rows]).sum(dim=-1) - log_q[rows]
+    hit = item_row[rows, None] == item_row[None, :n]
+    bias = torch.where(hit, torch.tensor(float("-inf"), dtype=log_q.dtype), -log_q[None, :n])
+    negative = torch.addmm(bias, user, item_emb[:n].T)
+    nll = torch.logaddexp(positive, torch.logsumexp(negative, dim=1)) - positive
+    return (weight * nll).sum() / weight.sum()
 
 
 SoftmaxWeight = Callable[[Batch, float, "DistillConfig | None"], Tensor]
