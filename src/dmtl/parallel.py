@@ -41,6 +41,18 @@ def threads_per_run(threads: int, workers: int, n_runs: int) -> int:
     return max(1, threads // max(1, min(workers, n_runs)))
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, the kernel ends the worker when its parent dies (a killed stage leaves no
+    training processes behind); elsewhere a no-op."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def map_runs(fn: Callable[..., R], runs: Sequence[T], workers: int, threads: int) -> list[R]:
     """``fn(run, threads=...)`` for every run, in order; in ``workers`` spawned processes when more than one.
 
@@ -52,5 +64,8 @@ def map_runs(fn: Callable[..., R], runs: Sequence[T], workers: int, threads: int
     context = multiprocessing.get_context(
         "spawn"
     )  # fork would copy a process that already runs torch threads
-    with ProcessPoolExecutor(max_workers=min(workers, len(runs)), mp_context=context) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(runs)), mp_context=context, initializer=_die_with_parent
+    )
+    with pool:
         return list(pool.map(partial(fn, threads=per_run), runs))
