@@ -677,7 +677,7 @@ def test_make_config_applies_and_converts_overrides():
 @pytest.mark.parametrize(
     ("preset", "overrides", "message"),
     [
-        ("huge", None, r"valid: \['default', 'large', 'tiny'\]"),
+        ("huge", None, r"valid: \['default', 'large', 'small', 'tiny'\]"),
         ("tiny", {"clickbait_shares": 0.2}, r"unknown simulator knob.*valid: \[.*'clickbait_share'"),
         ("tiny", {"clickbait_share": 1.5}, r"clickbait_share must lie in \[0, 1\]"),
         ("tiny", {"policy_explore": -0.1}, r"policy_explore must lie in \[0, 1\]"),

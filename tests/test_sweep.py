@@ -91,6 +91,7 @@ def test_student_sweep_retrains_only_the_swept_student(tiny_run, tiny_params, tm
     assert not (table[table.model == "dmtl"]["auc_ctcvr"].to_numpy() == dmtl_main).all()
 
 
+@pytest.mark.slow
 def test_points_run_side_by_side_give_the_sequential_results(tiny_run, tiny_params, tmp_path):
     """sweeps.workers = 2: two grid points execute their notebooks at once (papermill, one thread each),
     and the table equals the one the points give run one after the other in this process."""
