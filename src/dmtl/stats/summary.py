@@ -92,26 +92,11 @@ def bootstrap_summary(
     """
     level = _level(level)
     alpha = round(1.0 - level, 12)  # 0.05, not 0.050000000000000044
-    per_user = per_user or {}
-    scores = scores or {}
-    per_seed = per_seed or {}
+    per_user, scores, per_seed = per_user or {}, scores or {}, per_seed or {}
     models = list(dict.fromkeys([*per_user, *scores, *per_seed]))
-    if reference not in models:
-        raise ValueError(f"reference model {reference!r} has no metrics; models: {models}")
-    others = [m for m in models if m != reference] if competitors is None else list(competitors)
-    unknown = [m for m in others if m not in models or m == reference]
-    if unknown:
-        raise ValueError(f"competitors {unknown} are not models other than {reference!r}; models: {models}")
-
+    others = _competitors(models, reference, competitors)
     n_seeds = _n_seeds(per_user, scores, per_seed)
-    if sample is not None:
-        n_users = sample.n_users
-        users = sample.retrieval_users
-    else:
-        widths = {np.shape(x)[-1] for block in per_user.values() for x in block.values()}
-        if len(widths) > 1:
-            raise ValueError(f"per_user arrays have different numbers of users {sorted(widths)}; align them")
-        n_users, users = (widths.pop() if widths else 1), None
+    n_users, users = _user_axis(per_user, sample)
     n_boot_ranking = n_boot if n_boot_ranking is None else n_boot_ranking
     draws = Draws.draw(n_users, n_seeds, max(n_boot, n_boot_ranking), seed)
 
@@ -124,56 +109,19 @@ def bootstrap_summary(
         ranked = bootstrap_ranking(scores, sample, draws.head(n_boot_ranking), gauc=gauc)
         for model, block in ranked.items():
             reps.setdefault(model, {}).update(block)
+    out_models = {m: _model_block(reps.get(m, {}), per_seed.get(m, {}), level) for m in models}
 
-    out_models: dict[str, dict[str, Any]] = {}
-    for model in models:
-        block: dict[str, Any] = {}
-        for metric, r in reps.get(model, {}).items():
-            low, high = percentile_interval(r.draws, level)
-            finite = np.isfinite(r.per_seed)
-            block[metric] = {
-                "mean": r.value,
-                "ci_low": low,
-                "ci_high": high,
-                "n": int(finite.sum()),
-                "n_missing": int((~finite).sum()),
-                "level": level,
-                "values": r.per_seed,
-                "interval": "bootstrap",
-                "n_boot": int(r.draws.size),
-                "se": float(np.nanstd(r.draws, ddof=1)) if np.isfinite(r.draws).sum() > 1 else math.nan,
-            }
-        for metric, values in per_seed.get(model, {}).items():
-            if metric not in block:
-                block[metric] = mean_ci(values, level, V.metric(metric).bounds) | {"n_boot": 0}
-        out_models[model] = block
-
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for other in others:
-        for metric in out_models[reference]:
-            if metric not in out_models[other]:
-                continue
-            rows[(other, metric)] = _comparison(
-                metric, reps, per_seed, reference, other, level, _margin(metric, margins)
-            )
-
-    families: dict[str, int] = {}
-    primary_set = None if primary is None else set(primary)
-    for key, row in rows.items():
-        row["family"] = (
-            "all" if primary_set is None else ("primary" if key[1] in primary_set else "secondary")
+    rows = {
+        (other, metric): _comparison(
+            metric, reps, per_seed, reference, other, level, _margin(metric, margins)
         )
-    for family in sorted({row["family"] for row in rows.values()}):
-        keys = [k for k, row in rows.items() if row["family"] == family]
-        p_adj, _ = holm({k: rows[k]["p"] for k in keys}, alpha)
-        eq_adj, _ = holm({k: rows[k]["p_equivalence"] for k in keys}, alpha)
-        families[family] = sum(math.isfinite(rows[k]["p"]) for k in keys)
-        for k in keys:
-            rows[k]["p_holm"], rows[k]["p_equivalence_holm"] = p_adj[k], eq_adj[k]
-
+        for other in others
+        for metric in out_models[reference]
+        if metric in out_models[other]
+    }
+    families = _correct_by_family(rows, primary, alpha)
     comparisons: dict[str, dict[str, Any]] = {f"{reference}_vs_{o}": {} for o in others}
     for (other, metric), row in rows.items():
-        constant = row.pop("_constant")
         row["decision"], row["verdict"] = decide(
             diff=row["mean"],
             p_holm=row["p_holm"],
@@ -181,7 +129,7 @@ def bootstrap_summary(
             margin=row["margin"],
             alpha=alpha,
             higher_is_better=V.higher_is_better(metric),
-            constant=constant,
+            constant=row.pop("_constant"),
             reference=reference,
             other=other,
         )
@@ -199,15 +147,81 @@ def bootstrap_summary(
         "correction": "Holm over the comparisons of each family",
         "equivalence": "TOST within the metric's margin",
     }
-    return jsonable(
-        {
+    summary = {"level": level, "reference": reference, "method": method, "models": out_models}
+    return jsonable(summary | {"comparisons": comparisons})
+
+
+def _competitors(models: Sequence[str], reference: str, competitors: Sequence[str] | None) -> list[str]:
+    """The models compared with ``reference``: ``competitors`` (checked), or every other model."""
+    if reference not in models:
+        raise ValueError(f"reference model {reference!r} has no metrics; models: {list(models)}")
+    others = [m for m in models if m != reference] if competitors is None else list(competitors)
+    unknown = [m for m in others if m not in models or m == reference]
+    if unknown:
+        raise ValueError(
+            f"competitors {unknown} are not models other than {reference!r}; models: {list(models)}"
+        )
+    return others
+
+
+def _user_axis(
+    per_user: Mapping[str, Mapping[str, Any]], sample: EvalSample | None
+) -> tuple[int, np.ndarray | None]:
+    """How many users the bootstrap draws over, and where the retrieval population's users sit among them."""
+    if sample is not None:
+        return sample.n_users, sample.retrieval_users
+    widths = {np.shape(x)[-1] for block in per_user.values() for x in block.values()}
+    if len(widths) > 1:
+        raise ValueError(f"per_user arrays have different numbers of users {sorted(widths)}; align them")
+    return (widths.pop() if widths else 1), None
+
+
+def _model_block(
+    reps: Mapping[str, Replicates], per_seed: Mapping[str, Sequence[float]], level: float
+) -> dict[str, Any]:
+    """One model's metrics: bootstrap percentile intervals, then logit-t intervals of the seed-only metrics."""
+    block: dict[str, Any] = {}
+    for metric, r in reps.items():
+        low, high = percentile_interval(r.draws, level)
+        finite = np.isfinite(r.per_seed)
+        block[metric] = {
+            "mean": r.value,
+            "ci_low": low,
+            "ci_high": high,
+            "n": int(finite.sum()),
+            "n_missing": int((~finite).sum()),
             "level": level,
-            "reference": reference,
-            "method": method,
-            "models": out_models,
-            "comparisons": comparisons,
+            "values": r.per_seed,
+            "interval": "bootstrap",
+            "n_boot": int(r.draws.size),
+            "se": float(np.nanstd(r.draws, ddof=1)) if np.isfinite(r.draws).sum() > 1 else math.nan,
         }
-    )
+    for metric, values in per_seed.items():
+        if metric not in block:
+            block[metric] = mean_ci(values, level, V.metric(metric).bounds) | {"n_boot": 0}
+    return block
+
+
+def _correct_by_family(
+    rows: dict[tuple[str, str], dict[str, Any]], primary: Sequence[str] | None, alpha: float
+) -> dict[str, int]:
+    """Holm-correct the comparisons' p-values within each family (``primary`` metrics, the rest; or one
+    family of all); sets each row's ``family``, ``p_holm`` and ``p_equivalence_holm``. Returns the number of
+    tested comparisons per family."""
+    primary_set = None if primary is None else set(primary)
+    for key, row in rows.items():
+        row["family"] = (
+            "all" if primary_set is None else ("primary" if key[1] in primary_set else "secondary")
+        )
+    families: dict[str, int] = {}
+    for family in sorted({row["family"] for row in rows.values()}):
+        keys = [k for k, row in rows.items() if row["family"] == family]
+        p_adj, _ = holm({k: rows[k]["p"] for k in keys}, alpha)
+        eq_adj, _ = holm({k: rows[k]["p_equivalence"] for k in keys}, alpha)
+        families[family] = sum(math.isfinite(rows[k]["p"]) for k in keys)
+        for k in keys:
+            rows[k]["p_holm"], rows[k]["p_equivalence_holm"] = p_adj[k], eq_adj[k]
+    return families
 
 
 def _n_seeds(*inputs: Mapping[str, Mapping[str, Any]]) -> int:
