@@ -34,8 +34,9 @@ Variants
     The same step with the experts unfused (one small MLP per expert in a Python loop, as before), the
     peer benchmark's larger teacher at batches 2048 and 4096 (where an earlier ad-hoc figure and the peer
     benchmark disagreed), other batch sizes, Adam's fused kernel, the deterministic mode's NaN fill of new
-    tensors turned off, and one thread instead of the study's count: what each would change, measured, for
-    the recommendations in the report. The 1-thread figure's share is still of the study's GEMM rate.
+    tensors turned off, and the other thread count (1 if the run uses the study's ``train.threads``, else
+    the study's): what each would change, measured, for the recommendations in the report. Every share is
+    of the GEMM rate at this run's thread count.
 torch.compile (``--compile STEPS``; ``run_all.py`` passes it)
     The model-only step with ``torch.compile`` against eager: compile time, speed, and whether two
     compiled runs end bitwise equal (determinism). Measured to decide on it, not used by the study.
@@ -358,9 +359,9 @@ def main_cases(s: Setting) -> list[Case]:
     ]
 
 
-def _one_thread(threads: int) -> Callable[[bool], None]:
+def _threads(during: int, after: int) -> Callable[[bool], None]:
     def setup(on: bool) -> None:
-        torch.set_num_threads(1 if on else threads)
+        torch.set_num_threads(during if on else after)
 
     return setup
 
@@ -390,8 +391,11 @@ def variant_cases(s: Setting, smoke: bool) -> list[Case]:
             _case(f"{model}, Adam's fused kernel", model, module, batches, optimizer=fused_adam(module))
         )
         cases.append(_case(f"{model}, no NaN fill of new tensors", model, build(), batches, setup=_no_fill))
-        if s.threads > 1:
-            cases.append(_case(f"{model}, 1 thread", model, build(), batches, setup=_one_thread(s.threads)))
+        # The other thread count: 1 if this run uses the study's, else the study's (train.threads).
+        other = 1 if s.threads == s.study.train.threads else s.study.train.threads
+        if other != s.threads:
+            label = f"{model}, {other} thread{'s' if other > 1 else ''}"
+            cases.append(_case(label, model, build(), batches, setup=_threads(other, s.threads)))
     return cases
 
 
