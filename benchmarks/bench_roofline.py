@@ -618,13 +618,19 @@ def flop_figures(cases: Sequence[Case]) -> dict[str, Any]:
     return out
 
 
-def _relative(figures: list[dict[str, Any]], main: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each variant's samples/s over its model's default (same model, study's batch size)."""
-    for f in figures:
-        default = main.get(f["model"])
+def variant_figures(variants: Sequence[Case], main: Sequence[Case]) -> list[dict[str, Any]]:
+    """Each variant's figures, and its samples/s over its model's default step measured in the same round
+    (the median of those per-round ratios: a busy round slows both alike)."""
+    defaults = {c.model: c for c in main}
+    out = []
+    for case in variants:
+        f = case_figures(case)
+        default = defaults.get(case.model)
         if default is not None:
-            f["relative_to_default"] = f["samples_per_second"] / default["samples_per_second"]
-    return figures
+            ratios = [v / d for v, d in zip(case.rates, default.rates, strict=True)]
+            f["relative_to_default"], f["relative_to_default_runs"] = median(ratios), ratios
+        out.append(f)
+    return out
 
 
 def model_figures(main: Sequence[Case], ceilings: Sequence[Case], loops: dict[str, Any]) -> dict[str, Any]:
@@ -665,11 +671,11 @@ def run(
         main = main_cases(s)
         flops = flop_figures(main)
         ceilings = ceiling_cases(s, main)
-        measure_rounds([*main, *ceilings], probe, rounds, min_seconds)
+        variants = variant_cases(s, smoke)
+        # One round measures every case once, so each variant has its default in the same round.
+        measure_rounds([*main, *ceilings, *variants], probe, rounds, min_seconds)
         for c in [*main, *ceilings]:
             log(f"{c.name}: {median(c.rates):,.0f} samples/s, {median(c.shares):.0%} of the GEMM rate")
-        variants = variant_cases(s, smoke)
-        measure_rounds(variants, probe, rounds, min_seconds)
         loops = measure_loops(s, probe, rounds, epochs, min_seconds)
         profiles = {c.model: profile_step(c, steps=3 if smoke else 10) for c in main}
         compiled = compile_or_why(s, probe, compile_steps, min_seconds) if compile_steps else None
@@ -679,9 +685,7 @@ def run(
         "gemm": gemm_figures(probe),
         "flops": flops,
         "models": models,
-        "variants": _relative(
-            [case_figures(c) for c in variants], {m: f["model_only"] for m, f in models.items()}
-        ),
+        "variants": variant_figures(variants, main),
         "profile": profiles,
         "compile": compiled,
         "targets": {
