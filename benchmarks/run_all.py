@@ -214,11 +214,12 @@ def _data_path_rows(t: dict[str, Any]) -> list[dict[str, Any]]:
 def roofline_figures(r: dict[str, Any]) -> list[dict[str, Any]]:
     """``bench_roofline``: each model's share of the same-run GEMM rate and the loop's share of model-only."""
     g, cfg, targets = r["gemm"], r["config"], r["targets"]
-    setting = f"batch {cfg['batch_size']}, {cfg['threads']} threads"
+    threads = f"{cfg['threads']} thread{'s' if cfg['threads'] != 1 else ''}"
+    setting = f"batch {cfg['batch_size']}, {threads}"
     rows = [
         _row(
             "gemm_rate",
-            f"machine: fp32 GEMM rate ({g['n']}x{g['n']}, {cfg['threads']} threads, same run)",
+            f"machine: fp32 GEMM rate ({g['n']}x{g['n']}, {threads}, same run)",
             g["gflops"],
             f"{g['gflops']:.1f} GFLOP/s (probes {g['gflops_min']:.1f}-{g['gflops_max']:.1f})",
             "the reference of the shares below",
