@@ -9,7 +9,8 @@ Usage::
 What is measured, all in one process and interleaved, so every figure sees the same machine:
 
 GEMM rate
-    A plain fp32 ``2048 x 2048`` matrix product with the study's thread count (``train.threads``), timed
+    A plain fp32 ``2048 x 2048`` matrix product with the thread count of one of the study's training
+    processes (``train.threads / train.workers``: the seeds train side by side, sharing the cores), timed
     right before every measurement below: the machine's practical peak for dense fp32 arithmetic. A
     model figure is divided by the GEMM rate of its own moment (the mean of the probes before and after
     it), so a burst of load from elsewhere moves both.
@@ -34,9 +35,9 @@ Variants
     The same step with the experts unfused (one small MLP per expert in a Python loop, as before), the
     peer benchmark's larger teacher at batches 2048 and 4096 (where an earlier ad-hoc figure and the peer
     benchmark disagreed), other batch sizes, Adam's fused kernel, the deterministic mode's NaN fill of new
-    tensors turned off, and the other thread count (1 if the run uses the study's ``train.threads``, else
-    the study's): what each would change, measured, for the recommendations in the report. Every share is
-    of the GEMM rate at this run's thread count.
+    tensors turned off, and the other thread count (1 if the run uses more, else ``train.threads``): what
+    each would change, measured, for the recommendations in the report. Every share is of the GEMM rate at
+    this run's thread count.
 torch.compile (``--compile STEPS``; ``run_all.py`` passes it)
     The model-only step with ``torch.compile`` against eager: compile time, speed, and whether two
     compiled runs end bitwise equal (determinism). Measured to decide on it, not used by the study.
@@ -89,6 +90,7 @@ from dmtl.config import Study
 from dmtl.data import ImpressionTensors
 from dmtl.features import Prepared
 from dmtl.io import write_json
+from dmtl.losses import SOFTMAX_WEIGHTS
 from dmtl.models.layers import MLP, ParallelMLP
 from dmtl.models.teacher import TASKS, MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
@@ -105,10 +107,15 @@ EMBEDDING_OPS = ("aten::index_select", "aten::index_add_", "aten::scatter_add_",
 # ------------------------------------------------------------------------------------------------ FLOPs
 
 
-def forward_flops(model: nn.Module) -> dict[str, int]:
-    """Per-sample forward FLOPs (2 per multiply-add) of every matrix product of ``model``, by layer."""
+def forward_flops(module: L.LightningModule, batch: Batch) -> dict[str, int]:
+    """Per-sample forward FLOPs (2 per multiply-add) of every matrix product of a training step, by layer.
+
+    The model's layers, and for a two-tower student its score: ``<u, v>`` under the point-wise objective,
+    or under the sampled softmax every weighted row's logits against the ``n`` shared negatives and its
+    positive, ``2 * d * (n + 1)`` FLOPs per weighted row (the share of weighted rows is read off ``batch``).
+    """
     parts: dict[str, int] = {}
-    for name, m in model.named_modules():
+    for name, m in module.model.named_modules():
         if isinstance(m, nn.Linear):
             parts[name] = 2 * m.in_features * m.out_features
         elif isinstance(m, ParallelMLP):
@@ -117,13 +124,23 @@ def forward_flops(model: nn.Module) -> dict[str, int]:
             # Each task's mixture sum_e g_te * expert_e: a (1 x E) by (E x H) product per sample.
             parts[f"{name}.mixture" if name else "mixture"] = 2 * len(TASKS) * m.n_experts * m.experts.out_dim
         elif isinstance(m, TwoTower):
-            parts[f"{name}.score" if name else "score"] = 2 * m.user_tower.out_dim  # <u, v>
+            parts["score"] = _score_flops(module, m.user_tower.out_dim, batch)
     return parts
 
 
-def training_flops(model: nn.Module) -> int:
+def _score_flops(module: L.LightningModule, d: int, batch: Batch) -> int:
+    objective = getattr(module, "objective", None)
+    if objective is None or objective.objective != "sampled_softmax":
+        return 2 * d  # <u, v>
+    s = objective.student
+    weight = SOFTMAX_WEIGHTS[s.name](batch, objective.duration_scale, s.distill)
+    n = min(int(objective.n_negatives), len(weight))
+    return round(2 * d * (n + 1) * float((weight > 0).double().mean()))
+
+
+def training_flops(module: L.LightningModule, batch: Batch) -> int:
     """Per-sample FLOPs of a training step's matrix products: 3x forward (see the module docstring)."""
-    return 3 * sum(forward_flops(model).values())
+    return 3 * sum(forward_flops(module, batch).values())
 
 
 def counted_flops(step: Step, batch: Batch) -> float:
@@ -346,7 +363,7 @@ class Setting:
 
 def _case(name: str, model: str, module: L.LightningModule, batches: list, **kw: Any) -> Case:
     step = model_only_step(module, kw.pop("optimizer", None))
-    flops = training_flops(module.model)
+    flops = training_flops(module, batches[0])
     return Case(name, model, len(batches[0]["click"]), step, batches, flops, module=module, **kw)
 
 
@@ -391,8 +408,8 @@ def variant_cases(s: Setting, smoke: bool) -> list[Case]:
             _case(f"{model}, Adam's fused kernel", model, module, batches, optimizer=fused_adam(module))
         )
         cases.append(_case(f"{model}, no NaN fill of new tensors", model, build(), batches, setup=_no_fill))
-        # The other thread count: 1 if this run uses the study's, else the study's (train.threads).
-        other = 1 if s.threads == s.study.train.threads else s.study.train.threads
+        # The other thread count: 1 if this run uses more, else train.threads (at least 2).
+        other = 1 if s.threads > 1 else max(2, s.study.train.threads)
         if other != s.threads:
             label = f"{model}, {other} thread{'s' if other > 1 else ''}"
             cases.append(_case(label, model, build(), batches, setup=_threads(other, s.threads)))
@@ -555,7 +572,7 @@ def compile_figures(s: Setting, probe: GemmProbe, steps: int, min_seconds: float
         step(batches[0])  # compiles the forward and backward graphs
         compile_seconds = time.perf_counter() - start
         case = Case(
-            f"{model}, torch.compile", model, s.batch_size, step, batches, training_flops(module.model)
+            f"{model}, torch.compile", model, s.batch_size, step, batches, training_flops(module, batches[0])
         )
         eager = _case(f"{model}, eager", model, build(), batches)
         measure_rounds([case, eager], probe, 1, min_seconds)
@@ -596,7 +613,8 @@ def make_setting(
         study=study,
         prepared=prepared,
         data=data,
-        threads=threads or study.train.threads,
+        # Each training process's threads: train.threads shared by the train.workers seeds run side by side.
+        threads=threads or max(1, study.train.threads // study.train.workers),
         batch_size=batch_size or study.train.batch_size,
         seed=seed,
         max_samples=max_samples,
@@ -609,8 +627,8 @@ def flop_figures(cases: Sequence[Case]) -> dict[str, Any]:
     for case in cases:
         model = case.module.model
         out[case.model] = {
-            "forward_by_layer": forward_flops(model),
-            "training_per_sample": training_flops(model),
+            "forward_by_layer": forward_flops(case.module, case.batches[0]),
+            "training_per_sample": training_flops(case.module, case.batches[0]),
             "flop_counter_per_sample": counted_flops(case.step, case.batches[0]),
             "parameters": sum(p.numel() for p in model.parameters()),
             "parameter_tensors": len(list(model.parameters())),
@@ -756,7 +774,7 @@ def report(figures: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size")
-    parser.add_argument("--threads", type=int, default=None, help="default: train.threads")
+    parser.add_argument("--threads", type=int, default=None, help="default: train.threads / train.workers")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats of every measurement")
     parser.add_argument("--epochs", type=int, default=1, help="epochs of each whole-loop run")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="least time per model-only figure")

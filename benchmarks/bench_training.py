@@ -114,7 +114,8 @@ PEER_TEACHER: dict[str, Any] = {
     "w_duration": 0.0,
     "position": "feature",
 }
-PEER_TOWERS: dict[str, Any] = {"tower_dims": (64,), "out_dim": 32, "score": "dot"}
+# Point-wise BCE on the soft labels, as torch-rechub's MatchTrainer (mode 0) trains its DSSM.
+PEER_TOWERS: dict[str, Any] = {"tower_dims": (64,), "out_dim": 32, "score": "dot", "objective": "pointwise"}
 PEER_STUDENT: dict[str, Any] = {"lr": 0.003, "emb_dim": 16, "weight_decay": 0.0}
 AUC_TOLERANCE = 0.01  # "on par": this project's test AUC at most this far below torch-rechub's (context)
 
