@@ -99,3 +99,18 @@ def test_recorded_train_loss_is_the_epoch_mean(tiny) -> None:
     with torch.no_grad():
         val = float(module._loss(data.batch(data.indices("val")), with_pairs=False))
     assert curve["val_loss"].iloc[0] == pytest.approx(val, rel=1e-4)
+
+
+def test_saved_weights_are_the_same_bytes_for_the_same_weights(tmp_path):
+    """A stage rerun with the same params writes the same model file (DVC then sees no change)."""
+    import torch
+
+    from dmtl.training import save_state
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2)
+    save_state(module, tmp_path / "a" / "model.pt")
+    save_state(module, tmp_path / "b" / "model.pt")
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+    loaded = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert torch.equal(loaded["weight"], module.weight)
