@@ -22,9 +22,9 @@ from dmtl.losses import soft_target_from_teacher
 from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
 from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
+from dmtl.selection import ValidationMetric
 from dmtl.shards import PREDICTIONS, ShardedPrepared
 from dmtl.streaming import ShardedData, SoftLabels
-from dmtl.selection import ValidationMetric
 from dmtl.training import (
     StudentModule,
     TeacherModule,
