@@ -339,8 +339,8 @@ def growth(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "impressions": KUAIRAND_27K_IMPRESSIONS,
             "estimated_seconds": seconds_322m,
             "estimated_hours": seconds_322m / 3600,
-            "method": f"the {big['impressions'] / 1e6:.0f}M run's time plus the marginal seconds per impression "
-            f"between {prev['impressions'] / 1e6:.0f}M and {big['impressions'] / 1e6:.0f}M, times the extra "
+            "method": f"the {big['impressions'] / 1e6:.3g}M run's time plus the marginal seconds per impression "
+            f"between {prev['impressions'] / 1e6:.3g}M and {big['impressions'] / 1e6:.3g}M, times the extra "
             "impressions; same threads, same machine",
         },
     )
@@ -352,7 +352,7 @@ def run(
     memory_sizes: Sequence[int] = MEMORY_SIZES,
     seed: int = 0,
     threads: int | None = None,
-    timeout: float = 3 * 3600,
+    timeout: float = 8 * 3600,
     scale: str = "density",
 ) -> dict[str, Any]:
     """Run each size in a fresh Python process and collect the figures."""
@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=["density", "users"],
         help="grow the log by sessions per user (fixed world) or by users",
     )
-    parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds allowed per size")
+    parser.add_argument("--timeout", type=float, default=8 * 3600, help="seconds allowed per size")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     parser.add_argument("--worker", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--storage", default="shards", choices=["shards", "memory"], help=argparse.SUPPRESS)
