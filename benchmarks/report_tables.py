@@ -344,7 +344,8 @@ def peer_plot(t: dict[str, Any]) -> plt.Figure:
 
 
 def scale_tables(s: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float | None]]:
-    """Seconds and peak memory per stage at each size, and the log-log slope of time per stage."""
+    """Seconds and peak memory per stage at each size of the sharded path, and the log-log slope of time
+    (total and per stage) over the sizes."""
 
     def per_stage(key: str) -> pd.DataFrame:
         return pd.DataFrame(
@@ -354,29 +355,38 @@ def scale_tables(s: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
             ]
         ).set_index("impressions")
 
-    slopes = {k: None if v is None else round(v, 2) for k, v in s["time_loglog_slope"].items()}
+    g = s.get("growth", {})
+    raw = {"total": g.get("time_loglog_slope"), **g.get("stage_loglog_slope", {})}
+    slopes = {k: None if v is None else round(v, 2) for k, v in raw.items()}
     return per_stage("seconds"), per_stage("peak_rss_gib"), slopes
 
 
 def scale_plot(s: dict[str, Any]) -> plt.Figure:
-    """Time per stage, total time against size (with a line through the largest) and peak memory."""
-    stages, memory, _ = scale_tables(s)
+    """Time per stage (sharded), time per impression and peak memory against size, both data paths."""
+    stages, _, slopes = scale_tables(s)
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    labels = [f"{n / 1e6:.1f}M" for n in stages.index]
+    labels = [f"{n / 1e6:.0f}M" for n in stages.index]
     stages.set_axis(labels).plot.bar(stacked=True, ax=axes[0], rot=0)
-    axes[0].set(ylabel="seconds", title="time per stage")
+    axes[0].set(ylabel="seconds", title="time per stage (sharded)")
     axes[0].legend(fontsize=7)
-    millions, total = stages.index / 1e6, stages.sum(axis=1)
-    axes[1].plot(millions, total, "o-", label="measured")
-    axes[1].plot([0, millions[-1]], [0, total.iloc[-1]], "k--", lw=1, label="linear through the largest")
-    axes[1].set(xlabel="impressions (millions)", ylabel="seconds")
-    axes[1].set_title(f"total time (log-log slope {s['time_loglog_slope']['total']:.2f})")
-    axes[1].legend(fontsize=8)
     cap = s["targets"]["max_peak_rss_gib"]
-    axes[2].plot(millions, memory.max(axis=1), "o-", label="peak resident memory")
+    for key, label, style in (("points", "sharded", "o-"), ("memory_points", "in memory", "s--")):
+        points = sorted(s.get(key, []), key=lambda p: p["impressions"])
+        if not points:
+            continue
+        millions = [p["impressions"] / 1e6 for p in points]
+        axes[1].plot(millions, [p["microseconds_per_impression"] for p in points], style, label=label)
+        axes[2].plot(millions, [p["peak_rss_gib"] for p in points], style, label=label)
+    axes[1].set_xscale("log")
+    axes[1].set(xlabel="impressions (millions)", ylabel="microseconds per impression")
+    axes[1].set_title(
+        f"time per impression (log-log slope of time {slopes.get('total') or float('nan'):.2f})"
+    )
+    axes[1].legend(fontsize=8)
     axes[2].axhline(cap, color="r", ls="--", lw=1, label=f"target: under {cap:.0f} GiB")
+    axes[2].set_xscale("log")
     axes[2].set_ylim(0, cap * 1.1)
-    axes[2].set(xlabel="impressions (millions)", ylabel="GiB", title="peak memory")
+    axes[2].set(xlabel="impressions (millions)", ylabel="GiB", title="peak memory (process tree)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
     return fig

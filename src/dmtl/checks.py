@@ -137,11 +137,17 @@ def check_prepared(study: Study, prepared: Any) -> None:
     """
     if study.data.source == "simulated":
         return  # the simulator's clickbait is its ground truth, not the rule
-    imp = prepared.impressions
-    train = imp[prepared.split_mask("train")]
-    item = train["item_idx"].to_numpy()
-    shown = np.bincount(item, minlength=len(prepared.items))
-    clicked = np.bincount(item, weights=train["click"].to_numpy(), minlength=len(prepared.items))
+    if not hasattr(prepared, "impressions"):  # prepared shards (dmtl.shards): counted shard by shard
+        shown = prepared.bincount("train", "item_idx", len(prepared.items))
+        clicked = prepared.bincount(
+            "train", "item_idx", len(prepared.items), weights=lambda p: p["click"].to_numpy()
+        )
+    else:
+        imp = prepared.impressions
+        train = imp[prepared.split_mask("train")]
+        item = train["item_idx"].to_numpy()
+        shown = np.bincount(item, minlength=len(prepared.items))
+        clicked = np.bincount(item, weights=train["click"].to_numpy(), minlength=len(prepared.items))
     bait_min = study.eval.bait_min_impressions
     eligible = (shown >= bait_min) & (clicked >= 1)
     if not eligible.any():

@@ -72,6 +72,12 @@ class DataConfig:
         number(0.01, 10.0), "long_read = completion: the played share of the item"
     )
     length_bands: int = rule(number(1, 50, True), "long_read = length_band: quantile bands of item length")
+    storage: V.Storage = rule(
+        choice(V.STORAGES),
+        "prepared impressions: memory (tensors) | shards (Parquet shards streamed into training: memory does "
+        "not grow with the log) | auto (shards above 20M impressions)",
+    )
+    shard_rows: int = rule(number(1000, None, True), "storage = shards: impressions per shard (about)")
     # Reading and plausibility rules of the real-data loaders (dmtl.schema.LoadOptions, docs/data_formats.md
     # section 4); the simulator ignores them.
     encoding: str = rule(encoding, "kuairand / generic: text encoding of the CSV files")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
@@ -41,6 +42,29 @@ class ImpressionTensors:
         self.duration = _tensor(imp["duration"], np.float32)
         self.split = imp["split"].to_numpy()
         self.soft_label = None if soft_labels is None else _tensor(soft_labels, np.float32)
+
+    @classmethod
+    def from_frame(
+        cls,
+        impressions: pd.DataFrame,
+        user_table: torch.Tensor,
+        item_table: torch.Tensor,
+        context_features: list[str],
+        soft_labels: np.ndarray | None = None,
+    ) -> ImpressionTensors:
+        """Tensors of some prepared impressions (one shard, a window of shards) over feature tables already
+        made tensors: the streaming data path (:mod:`dmtl.streaming`) shares the tables between its windows."""
+        out = cls.__new__(cls)
+        out.user_table, out.item_table = user_table, item_table
+        out.user_idx = _tensor(impressions["user_idx"], np.int64)
+        out.item_idx = _tensor(impressions["item_idx"], np.int64)
+        out.context = _tensor(impressions[context_features], np.int64)
+        out.click = _tensor(impressions["click"], np.float32)
+        out.long_read = _tensor(impressions["long_read"], np.float32)
+        out.duration = _tensor(impressions["duration"], np.float32)
+        out.split = impressions["split"].to_numpy()
+        out.soft_label = None if soft_labels is None else _tensor(soft_labels, np.float32)
+        return out
 
     def __len__(self) -> int:
         return len(self.click)

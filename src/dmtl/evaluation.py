@@ -264,7 +264,8 @@ def evaluate_models(
     Args:
         prepared: the prepared data (test split, corpus).
         truth: the ground truth of the data.
-        teacher_predictions: seed -> the teacher's ``p_ctr``, ``p_cvr``, ``p_ctcvr`` for every impression.
+        teacher_predictions: seed -> the teacher's ``p_ctr``, ``p_cvr``, ``p_ctcvr`` for every impression, or
+            for the test impressions only (in their order).
         student_towers: (student, seed) -> its exported embeddings.
         students: the students to score.
         seeds: the model seeds.
@@ -284,7 +285,12 @@ def evaluate_models(
     }
     for seed in seeds:
         pred = teacher_predictions(seed)
-        t_test = {k: np.asarray(pred[k])[test_mask] for k in ("p_ctr", "p_cvr", "p_ctcvr")}
+        # Predictions of every impression, or (the out-of-core path) of the test impressions alone.
+        t_test = {
+            k: (p if len(p) != len(test_mask) else p[test_mask])
+            for k in ("p_ctr", "p_cvr", "p_ctcvr")
+            for p in [np.asarray(pred[k])]
+        }
         rows.append({"model": V.TEACHER, "seed": seed, **M.teacher_ranking_metrics(t_test, test)})
         result.test_scores[(V.TEACHER, seed)] = {t: t_test[h] for t, h in TEACHER_HEADS.items()}
         # The index checks (the approximate index against exact search, the lists without the history mask) are

@@ -9,6 +9,7 @@ test user or item the models never trained on gets the shared OOV embedding inst
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,7 @@ class Prepared:
 
     def write(self, directory: str | Path) -> None:
         directory = Path(directory)
+        shutil.rmtree(directory / "shards", ignore_errors=True)  # an earlier run's out-of-core layout
         write_parquet(self.impressions, directory / "impressions.parquet")
         write_parquet(self.users, directory / "users.parquet")
         write_parquet(self.items, directory / "items.parquet")
@@ -89,7 +91,18 @@ class Prepared:
 
     @classmethod
     def read(cls, directory: str | Path) -> Prepared:
+        """The prepared data in ``directory``; prepared shards (:mod:`dmtl.shards`) are read whole, every
+        shard concatenated (the stages stream them instead: :func:`dmtl.shards.read_prepared`)."""
         directory = Path(directory)
+        meta = read_json(directory / "meta.json")
+        if meta.get("storage") == "shards":  # train, val, test: each split's shards in order
+            files = [directory / "shards" / f["file"] for split in SPLITS for f in meta["shards"][split]]
+            impressions = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            users, items = (
+                pd.read_parquet(directory / "users.parquet"),
+                pd.read_parquet(directory / "items.parquet"),
+            )
+            return cls(impressions, users, items, meta)
         return cls(
             impressions=pd.read_parquet(directory / "impressions.parquet"),
             users=pd.read_parquet(directory / "users.parquet"),
@@ -303,36 +316,15 @@ def _encode(
 ) -> Prepared:
     """Encode users, items and context; assemble the prepared impressions and their metadata."""
     day, is_train = imp["day"].to_numpy(), split == 0
-    click = imp["click"].to_numpy().astype(np.int8)
     duration = imp["duration"].to_numpy().astype(np.float32)
+    click = imp["click"].to_numpy().astype(np.int8)
     users = feed.users.reset_index(drop=True)
     train_users = np.unique(imp["user_id"].to_numpy()[is_train])
     train_items = np.unique(imp["item_id"].to_numpy()[is_train])
-    users_enc, user_cards, user_names = _encode_table(users, "user_id", train_users)
-    items_enc, item_cards, item_names = _encode_table(items, "item_id", train_items)
-    # The raw ids travel beside the encoded features (not fed to models): evaluation maps corpus rows back
-    # to the source's ids, e.g. to ask the simulator's oracle about them.
-    users_enc["raw_user_id"] = users["user_id"].to_numpy()
-    items_enc["raw_item_id"] = items["item_id"].to_numpy()
+    users_enc, items_enc, table_meta = encode_tables(users, items, train_users, train_items)
     user_idx = pd.Index(users["user_id"]).get_indexer(imp["user_id"])
     item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
-    context = _context(imp)
-    encoded = pd.DataFrame(
-        {
-            "user_id": imp["user_id"].to_numpy(),
-            "item_id": imp["item_id"].to_numpy(),
-            "day": day,
-            "position": imp["position"].to_numpy(),
-            "user_idx": user_idx.astype(np.int64),
-            "item_idx": item_idx.astype(np.int64),
-            **{n: v.astype(np.int64) for n, v in context.items()},
-            "click": click,
-            "duration": duration,
-            "long_read": long_read,
-            "split": split,
-        }
-    )
-    clicked_train = duration[(click == 1) & is_train]
+    encoded = encode_impressions(imp, split, long_read, user_idx, item_idx)
     n_oov_test_users = int((users_enc["user_id"].to_numpy()[user_idx[split == 2]] == 0).sum())
     n_oov_test_items = int((items_enc["item_id"].to_numpy()[item_idx[split == 2]] == 0).sum())
     if n_oov_test_users or n_oov_test_items:
@@ -342,18 +334,9 @@ def _encode(
             n_oov_test_items,
         )
     meta = {
-        "source": feed.source,
-        "tau_seconds": tau_seconds,
-        "tau_rule": "mean clicked training duration" if tau == "mean" else "fixed seconds",
-        **label_info,
-        "mean_clicked_train_duration": float(clicked_train.mean()) if clicked_train.size else 1.0,
-        "duration_cap_seconds": float(np.quantile(clicked_train, 0.99)) if clicked_train.size else 1.0,
-        "user_features": user_names,
-        "item_features": item_names,
-        "context_features": list(context),
-        "user_cardinalities": user_cards,
-        "item_cardinalities": item_cards,
-        "context_cardinalities": [MAX_POSITION_BUCKET + 1] + [MAX_CONTEXT_BUCKET + 1] * (len(context) - 1),
+        **label_meta(feed.source, tau_seconds, tau, label_info, duration[(click == 1) & is_train]),
+        **table_meta,
+        **context_meta(imp.columns),
         "split_days": {name: sorted(np.unique(day[split == code]).tolist()) for name, code in SPLITS.items()},
         "n_impressions": {name: int((split == code).sum()) for name, code in SPLITS.items()},
         "n_users": len(users),
@@ -361,3 +344,69 @@ def _encode(
         "oov_test_impressions": {"users": n_oov_test_users, "items": n_oov_test_items},
     }
     return Prepared(encoded, users_enc, items_enc, meta)
+
+
+def encode_tables(
+    users: pd.DataFrame, items: pd.DataFrame, train_users: np.ndarray, train_items: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The encoded user and item tables (codes from the training ids: docs/protocol.md section 4) with their
+    raw ids beside, and their part of the metadata (feature names and cardinalities)."""
+    users_enc, user_cards, user_names = _encode_table(users, "user_id", train_users)
+    items_enc, item_cards, item_names = _encode_table(items, "item_id", train_items)
+    # The raw ids travel beside the encoded features (not fed to models): evaluation maps corpus rows back
+    # to the source's ids, e.g. to ask the simulator's oracle about them.
+    users_enc["raw_user_id"] = users["user_id"].to_numpy()
+    items_enc["raw_item_id"] = items["item_id"].to_numpy()
+    meta = {
+        "user_features": user_names,
+        "item_features": item_names,
+        "user_cardinalities": user_cards,
+        "item_cardinalities": item_cards,
+    }
+    return users_enc, items_enc, meta
+
+
+def encode_impressions(
+    imp: pd.DataFrame, split: np.ndarray, long_read: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray
+) -> pd.DataFrame:
+    """The prepared impressions (:class:`Prepared`) of the schema-checked, sorted rows ``imp``."""
+    context = _context(imp)
+    return pd.DataFrame(
+        {
+            "user_id": imp["user_id"].to_numpy(),
+            "item_id": imp["item_id"].to_numpy(),
+            "day": imp["day"].to_numpy(),
+            "position": imp["position"].to_numpy(),
+            "user_idx": user_idx.astype(np.int64),
+            "item_idx": item_idx.astype(np.int64),
+            **{n: v.astype(np.int64) for n, v in context.items()},
+            "click": imp["click"].to_numpy().astype(np.int8),
+            "duration": imp["duration"].to_numpy().astype(np.float32),
+            "long_read": long_read,
+            "split": split,
+        }
+    )
+
+
+def label_meta(
+    source: str, tau_seconds: float, tau: str | float, label_info: dict[str, Any], clicked_train: np.ndarray
+) -> dict[str, Any]:
+    """The metadata of the labels: tau, the long-read rule and the clicked training durations' mean and
+    99th percentile (``clicked_train``: float32, in the log's order, which the mean depends on)."""
+    return {
+        "source": source,
+        "tau_seconds": tau_seconds,
+        "tau_rule": "mean clicked training duration" if tau == "mean" else "fixed seconds",
+        **label_info,
+        "mean_clicked_train_duration": float(clicked_train.mean()) if clicked_train.size else 1.0,
+        "duration_cap_seconds": float(np.quantile(clicked_train, 0.99)) if clicked_train.size else 1.0,
+    }
+
+
+def context_meta(columns: Any) -> dict[str, Any]:
+    """The context features of a log with these impression columns and their vocabulary sizes."""
+    names = ["ctx_position", *context_columns(columns)]
+    return {
+        "context_features": names,
+        "context_cardinalities": [MAX_POSITION_BUCKET + 1] + [MAX_CONTEXT_BUCKET + 1] * (len(names) - 1),
+    }

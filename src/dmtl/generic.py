@@ -13,8 +13,10 @@ counted in ``FeedLog.meta["policy_counts"]`` and logged with :mod:`logging`, nev
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -726,66 +728,12 @@ def finalize_feed_log(
         if as_read_clicks.any()
         else 0.0,
     }
-    exact = raw.duplicated().to_numpy()
-    raw = raw.loc[~exact]
-    repeated = raw.duplicated(["user_id", "item_id", "time_ms"]).to_numpy()
-    raw = raw.loc[~repeated]
-    counts["exact_duplicate_rows_dropped"] = int(exact.sum())
-    counts["duplicate_key_rows_dropped"] = int(repeated.sum())
-
-    time_ms = raw["time_ms"].to_numpy()
-    late = time_ms[1:] < np.maximum.accumulate(time_ms)[:-1]
-    counts["rows_out_of_time_order"] = int(late.sum())
-    raw = raw.iloc[np.argsort(time_ms, kind="stable")].reset_index(drop=True)
-    # The schema's time is whole seconds: two impressions of one item to one user within the same second
-    # (distinct in milliseconds) would become duplicates downstream, so the first is kept here too.
-    second = (raw["time_ms"].to_numpy() - raw["time_ms"].min()) // 1000
-    same_second = pd.DataFrame({"u": raw["user_id"].to_numpy(), "i": raw["item_id"].to_numpy(), "s": second})
-    same_second = same_second.duplicated().to_numpy()
-    counts["same_second_duplicate_rows_dropped"] = int(same_second.sum())
-    raw = raw[~same_second].reset_index(drop=True)
-
-    click = raw["click"].to_numpy()
-    duration = raw["duration"].to_numpy(dtype="float64")
-    nonclick_played = (click == 0) & (duration > 0)
-    counts["nonclick_durations_zeroed"] = int(nonclick_played.sum())
-    counts["clicks_with_zero_duration"] = int(((click == 1) & (duration == 0)).sum())
-    duration = np.where(nonclick_played, 0.0, duration)
-    # A read longer than max_duration_s (default 4 h) is a session left open or a clock fault, not reading
-    # time; uncapped, one such row moves tau (the mean) and every long-read label with it.
-    over = duration > options.max_duration_s
-    counts["durations_capped"] = int(over.sum())
-    meta["duration_cap_s"] = float(options.max_duration_s)
-    if over.any():
-        logger.warning(
-            "%s: %d clicked durations above data.max_duration_s = %g s capped to it (largest %g s)",
-            log_file,
-            int(over.sum()),
-            options.max_duration_s,
-            float(duration[over].max()),
-        )
-    duration = np.minimum(duration, options.max_duration_s)
-
+    cal_day, time_ms = raw["cal_day"].to_numpy(), raw["time_ms"].to_numpy()
+    impressions = row_policies(raw, counts, meta, options, log_file, int(time_ms.min()), int(cal_day.min()))
     for name, n in counts.items():
         if n:
             logger.info("%s: %s = %d of %d rows", log_file, name, n, meta.get("rows_read", len(raw)))
 
-    cal_day = raw["cal_day"].to_numpy()
-    time_ms = raw["time_ms"].to_numpy()
-    impressions = coerce_impressions(
-        pd.DataFrame(
-            {
-                "user_id": raw["user_id"].to_numpy(),
-                "item_id": raw["item_id"].to_numpy(),
-                "day": cal_day - cal_day.min(),
-                "time": (time_ms - time_ms.min()) // 1000,
-                "position": raw["position"].to_numpy(),
-                "click": click,
-                "duration": duration,
-            }
-        ),
-        file=log_file,
-    )
     users = attach_features(users, impressions["user_id"].to_numpy(), "user_id", user_file, counts)
     items = attach_features(items, impressions["item_id"].to_numpy(), "item_id", item_file, counts)
 
@@ -809,6 +757,89 @@ def finalize_feed_log(
     log = FeedLog(impressions=impressions, users=users, items=items, source=source, meta=meta)
     check_feed_log(log, file=log_file)
     return log
+
+
+def _add(counts: dict[str, int], name: str, n: int) -> None:
+    counts[name] = counts.get(name, 0) + n
+
+
+def row_policies(
+    raw: pd.DataFrame,
+    counts: dict[str, int],
+    meta: dict,
+    options: LoadOptions,
+    log_file: Path,
+    time_origin_ms: int,
+    day_origin: int,
+    keep: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The row policies of :func:`finalize_feed_log` on a validated raw frame: the impressions in the schema
+    (and the columns ``keep`` of ``raw``, carried along).
+
+    ``time_origin_ms`` and ``day_origin`` are the whole log's first time and calendar day (``time`` and
+    ``day`` count from them; the same-second rule cuts seconds from the first); the chunked loaders
+    (:mod:`dmtl.chunked`) apply this to each bucket of users with the log's origins, adding to ``counts``.
+    Every rule compares rows of one user only except the time-order count (``rows_out_of_time_order``),
+    which a bucket counts among its own rows.
+    """
+    # Identical in every column read (a carried column that is not one, e.g. a row number, does not count).
+    exact = raw.duplicated([c for c in raw.columns if c in RAW_COLUMNS or c not in keep]).to_numpy()
+    raw = raw.loc[~exact]
+    repeated = raw.duplicated(["user_id", "item_id", "time_ms"]).to_numpy()
+    raw = raw.loc[~repeated]
+    _add(counts, "exact_duplicate_rows_dropped", int(exact.sum()))
+    _add(counts, "duplicate_key_rows_dropped", int(repeated.sum()))
+
+    time_ms = raw["time_ms"].to_numpy()
+    late = time_ms[1:] < np.maximum.accumulate(time_ms)[:-1]
+    _add(counts, "rows_out_of_time_order", int(late.sum()))
+    raw = raw.iloc[np.argsort(time_ms, kind="stable")].reset_index(drop=True)
+    # The schema's time is whole seconds: two impressions of one item to one user within the same second
+    # (distinct in milliseconds) would become duplicates downstream, so the first is kept here too.
+    second = (raw["time_ms"].to_numpy() - time_origin_ms) // 1000
+    same_second = pd.DataFrame({"u": raw["user_id"].to_numpy(), "i": raw["item_id"].to_numpy(), "s": second})
+    same_second = same_second.duplicated().to_numpy()
+    _add(counts, "same_second_duplicate_rows_dropped", int(same_second.sum()))
+    raw = raw[~same_second].reset_index(drop=True)
+
+    click = raw["click"].to_numpy()
+    duration = raw["duration"].to_numpy(dtype="float64")
+    nonclick_played = (click == 0) & (duration > 0)
+    _add(counts, "nonclick_durations_zeroed", int(nonclick_played.sum()))
+    _add(counts, "clicks_with_zero_duration", int(((click == 1) & (duration == 0)).sum()))
+    duration = np.where(nonclick_played, 0.0, duration)
+    # A read longer than max_duration_s (default 4 h) is a session left open or a clock fault, not reading
+    # time; uncapped, one such row moves tau (the mean) and every long-read label with it.
+    over = duration > options.max_duration_s
+    _add(counts, "durations_capped", int(over.sum()))
+    meta["duration_cap_s"] = float(options.max_duration_s)
+    if over.any():
+        logger.warning(
+            "%s: %d clicked durations above data.max_duration_s = %g s capped to it (largest %g s)",
+            log_file,
+            int(over.sum()),
+            options.max_duration_s,
+            float(duration[over].max()),
+        )
+    duration = np.minimum(duration, options.max_duration_s)
+
+    cal_day = raw["cal_day"].to_numpy()
+    time_ms = raw["time_ms"].to_numpy()
+    impressions = coerce_impressions(
+        pd.DataFrame(
+            {
+                "user_id": raw["user_id"].to_numpy(),
+                "item_id": raw["item_id"].to_numpy(),
+                "day": cal_day - day_origin,
+                "time": (time_ms - time_origin_ms) // 1000,
+                "position": raw["position"].to_numpy(),
+                "click": click,
+                "duration": duration,
+            }
+        ),
+        file=log_file,
+    )
+    return impressions.assign(**{c: raw[c].to_numpy() for c in keep})
 
 
 # ------------------------------------------------------------------------------------------ generic format
@@ -976,6 +1007,46 @@ def scan_generic(
     )
 
 
+def raw_impressions(
+    frame: pd.DataFrame,
+    mapping: Mapping[str, str],
+    path: Path,
+    options: LoadOptions,
+    counts: dict[str, int],
+    whole_log: bool = True,
+) -> pd.DataFrame:
+    """The impression file's rows (``frame``, columns named by ``mapping``) converted and checked: the raw
+    frame (:data:`RAW_COLUMNS`) :func:`finalize_feed_log` takes.
+
+    ``whole_log=False`` converts one chunk of the file (:mod:`dmtl.chunked`): the rules that need the whole
+    log (the median clicked duration, the time span) are left to the caller, the others apply as they are.
+    """
+    click = to_clicks(frame[mapping["click"]], path, mapping["click"])
+    seconds = to_numbers(frame[mapping["duration"]], path, mapping["duration"])
+    duration, n_zeroed = to_durations(seconds, click, path, mapping["duration"])
+    _add(counts, "missing_nonclick_durations_zeroed", n_zeroed)
+    if whole_log:
+        check_duration_units(duration, click, path, mapping["duration"], options)
+    chunk_options = options if whole_log else dataclasses.replace(options, max_span_days=sys.maxsize)
+    time_ms, cal_day = _read_times(frame, mapping, path, chunk_options)
+    if "position" in mapping:
+        position, n_missing = to_positions(frame[mapping["position"]], path, mapping["position"])
+        _add(counts, "missing_positions", n_missing)
+    else:
+        position = np.full(len(frame), -1, dtype=np.int16)
+    return pd.DataFrame(
+        {
+            "user_id": to_ids(frame[mapping["user_id"]], path, mapping["user_id"]),
+            "item_id": to_ids(frame[mapping["item_id"]], path, mapping["item_id"]),
+            "cal_day": cal_day,
+            "time_ms": time_ms,
+            "position": position,
+            "click": click,
+            "duration": duration,
+        }
+    )
+
+
 def load_generic(
     directory: str | Path, columns: Mapping[str, str] | None = None, options: LoadOptions | None = None
 ) -> FeedLog:
@@ -1014,30 +1085,7 @@ def load_generic(
     meta: dict = {"files": [str(path)], "rows_read": len(frame), "columns": dict(mapping)}
     counts: dict[str, int] = meta.setdefault("policy_counts", {})
 
-    click = to_clicks(frame[mapping["click"]], path, mapping["click"])
-    seconds = to_numbers(frame[mapping["duration"]], path, mapping["duration"])
-    duration, counts["missing_nonclick_durations_zeroed"] = to_durations(
-        seconds, click, path, mapping["duration"]
-    )
-    check_duration_units(duration, click, path, mapping["duration"], options)
-    time_ms, cal_day = _read_times(frame, mapping, path, options)
-    if "position" in mapping:
-        position, counts["missing_positions"] = to_positions(
-            frame[mapping["position"]], path, mapping["position"]
-        )
-    else:
-        position = np.full(len(frame), -1, dtype=np.int16)
-    raw = pd.DataFrame(
-        {
-            "user_id": to_ids(frame[mapping["user_id"]], path, mapping["user_id"]),
-            "item_id": to_ids(frame[mapping["item_id"]], path, mapping["item_id"]),
-            "cal_day": cal_day,
-            "time_ms": time_ms,
-            "position": position,
-            "click": click,
-            "duration": duration,
-        }
-    )
+    raw = raw_impressions(frame, mapping, path, options, counts)
     user_path = _find_table(directory, "users", required=False)
     item_path = _find_table(directory, "items", required=False)
     meta["files"] += [str(p) for p in (user_path, item_path) if p is not None]

@@ -14,8 +14,10 @@ item_id, ``date`` -> day (0 = first date loaded), ``time_ms`` -> time (seconds s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,11 +217,31 @@ def _read_log(
     path: Path, date_range: tuple[int, int] | None, counts: dict[str, int], options: LoadOptions
 ) -> tuple[pd.DataFrame, int]:
     """Read and validate one log file; return its raw frame (see dmtl.generic.RAW_COLUMNS) and rows read."""
-    header = read_header(path, options.encoding)
-    require_columns(header, LOG_COLUMNS, path, hint=_kind_hint(header), fix=_OFFICIAL_FIX)
+    check_log_header(path, options)
     frame = read_table(path, list(LOG_COLUMNS.values()), encoding=options.encoding)
     require_rows(frame, path, _OFFICIAL_FIX)
-    n_read = len(frame)
+    return log_raw(frame, path, date_range, counts, options), len(frame)
+
+
+def check_log_header(path: Path, options: LoadOptions) -> None:
+    """Raise :class:`DataError` unless ``path`` has the official log columns (naming what it looks like)."""
+    header = read_header(path, options.encoding)
+    require_columns(header, LOG_COLUMNS, path, hint=_kind_hint(header), fix=_OFFICIAL_FIX)
+
+
+def log_raw(
+    frame: pd.DataFrame,
+    path: Path,
+    date_range: tuple[int, int] | None,
+    counts: dict[str, int],
+    options: LoadOptions,
+    whole_log: bool = True,
+) -> pd.DataFrame:
+    """A log file's rows (``frame``) converted and checked into the raw frame (dmtl.generic.RAW_COLUMNS).
+
+    ``whole_log=False`` converts one chunk of the file (:mod:`dmtl.chunked`): the median clicked duration and
+    the time span, rules on the whole file, are left to the caller.
+    """
     date = to_integers(
         frame["date"], path, "date", fix="KuaiRand's 'date' is yyyymmdd; use the official file"
     )
@@ -233,10 +255,12 @@ def _read_log(
     counts["missing_nonclick_durations_zeroed"] = (
         counts.get("missing_nonclick_durations_zeroed", 0) + n_missing
     )
-    check_duration_units(duration, click, path, "play_time_ms", options)
+    if whole_log:
+        check_duration_units(duration, click, path, "play_time_ms", options)
     time_ms = to_integers(frame["time_ms"], path, "time_ms")
-    check_times(time_ms, path, "time_ms", options, frame.index.to_numpy())
-    raw = pd.DataFrame(
+    chunk_options = options if whole_log else dataclasses.replace(options, max_span_days=sys.maxsize)
+    check_times(time_ms, path, "time_ms", chunk_options, frame.index.to_numpy())
+    return pd.DataFrame(
         {
             "user_id": to_ids(frame["user_id"], path, "user_id"),
             "item_id": to_ids(frame["video_id"], path, "video_id"),
@@ -249,7 +273,6 @@ def _read_log(
             "duration": duration,
         }
     )
-    return raw, n_read
 
 
 def _unknown_to_missing(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -352,40 +375,15 @@ def load_kuairand(
             "choose dates that the log files cover (their names give the ranges)",
         )
     raw = pd.concat(frames, ignore_index=True)
-
-    feature_files = {}
-    for kind in ("user_features", "video_features_basic"):
-        group = [f for f in files if f.kind == kind]
-        if not group:
-            raise DataError(
-                data_dir / f"{kind}_{variant}.csv",
-                None,
-                "feature file not found",
-                f"put the official {kind}_{variant}.csv beside the logs",
-            )
-        feature_files[kind] = _ordered_parts(group)
-    user_files, video_files = feature_files["user_features"], feature_files["video_features_basic"]
-
-    users = _feature_frame(
-        user_files, "user_id", USER_FEATURES, np.unique(raw["user_id"].to_numpy()), options.encoding
+    users, items, edges, user_files, video_files = kuairand_tables(
+        files,
+        variant,
+        data_dir,
+        np.unique(raw["user_id"].to_numpy()),
+        np.unique(raw["item_id"].to_numpy()),
+        length_bands,
+        options.encoding,
     )
-    users = feature_table(users, "user_id", "user_id", user_files[0].path)
-    video_columns = [c for c in ITEM_FEATURES if c != "video_length_band"] + ["video_duration"]
-    videos = _feature_frame(
-        video_files, "video_id", video_columns, np.unique(raw["item_id"].to_numpy()), options.encoding
-    )
-    video_ms = to_numbers(videos["video_duration"], video_files[0].path, "video_duration")
-    # Quantiles over the videos the loaded log shows, one row per video (duplicates would bias them).
-    first = ~videos["video_id"].duplicated().to_numpy()
-    bands, edges = video_length_bands(video_ms[first], length_bands)
-    videos["video_length_band"] = (
-        pd.Series(bands, index=videos.index[first]).reindex(videos.index).fillna(MISSING)
-    )
-    # The video's own length, in seconds, for the length-aware long-read labels (not a feature).
-    videos[ITEM_LENGTH] = np.where(video_ms > 0, video_ms / 1000.0, np.nan)
-    videos = videos.drop(columns="video_duration")[["video_id", *ITEM_FEATURES, ITEM_LENGTH]]
-    items = feature_table(videos, "video_id", "item_id", video_files[0].path)
-
     meta = {
         "variant": variant,
         "logs": list(kinds),
@@ -406,6 +404,48 @@ def load_kuairand(
         meta=meta,
         options=options,
     )
+
+
+def kuairand_tables(
+    files: list[KuaiRandFile],
+    variant: str,
+    data_dir: Path,
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    length_bands: int,
+    encoding: str,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[float], list[KuaiRandFile], list[KuaiRandFile]]:
+    """The user and item tables of the log's ``user_ids`` and ``item_ids`` (sorted, unique): ``(users, items,
+    video length band edges, user feature files, video feature files)``."""
+    feature_files = {}
+    for kind in ("user_features", "video_features_basic"):
+        group = [f for f in files if f.kind == kind]
+        if not group:
+            raise DataError(
+                data_dir / f"{kind}_{variant}.csv",
+                None,
+                "feature file not found",
+                f"put the official {kind}_{variant}.csv beside the logs",
+            )
+        feature_files[kind] = _ordered_parts(group)
+    user_files, video_files = feature_files["user_features"], feature_files["video_features_basic"]
+
+    users = _feature_frame(user_files, "user_id", USER_FEATURES, user_ids, encoding)
+    users = feature_table(users, "user_id", "user_id", user_files[0].path)
+    video_columns = [c for c in ITEM_FEATURES if c != "video_length_band"] + ["video_duration"]
+    videos = _feature_frame(video_files, "video_id", video_columns, item_ids, encoding)
+    video_ms = to_numbers(videos["video_duration"], video_files[0].path, "video_duration")
+    # Quantiles over the videos the loaded log shows, one row per video (duplicates would bias them).
+    first = ~videos["video_id"].duplicated().to_numpy()
+    bands, edges = video_length_bands(video_ms[first], length_bands)
+    videos["video_length_band"] = (
+        pd.Series(bands, index=videos.index[first]).reindex(videos.index).fillna(MISSING)
+    )
+    # The video's own length, in seconds, for the length-aware long-read labels (not a feature).
+    videos[ITEM_LENGTH] = np.where(video_ms > 0, video_ms / 1000.0, np.nan)
+    videos = videos.drop(columns="video_duration")[["video_id", *ITEM_FEATURES, ITEM_LENGTH]]
+    items = feature_table(videos, "video_id", "item_id", video_files[0].path)
+    return users, items, edges, user_files, video_files
 
 
 def _select(

@@ -67,19 +67,35 @@ def long_read_labels(
         completion_threshold: the completion rule's share.
         n_bands: the length-band rule's number of bands.
     """
-    clicked = click == 1
-    long_read = clicked & (duration > tau_seconds)
+    info = fit_long_read(duration, click, is_train, length, rule, tau_seconds, completion_threshold, n_bands)
+    return apply_long_read(duration, click, length, info), info
+
+
+def fit_long_read(
+    duration: np.ndarray,
+    click: np.ndarray,
+    is_train: np.ndarray,
+    length: np.ndarray | None,
+    rule: str,
+    tau_seconds: float,
+    completion_threshold: float,
+    n_bands: int,
+) -> dict[str, Any]:
+    """The rule's thresholds (what :func:`apply_long_read` needs, and the metadata), from training clicks.
+
+    Only clicked training impressions move a threshold, so passing those alone (in the log's order) gives
+    the same thresholds as passing every impression: what the sharded preparation (:mod:`dmtl.sharding`)
+    does. ``impressions_without_length`` counts the impressions passed.
+    """
     info: dict[str, Any] = {"long_read_rule": rule, "tau_seconds": tau_seconds}
     if rule == "duration":
-        return long_read.astype(np.int8), info
+        return info
     known = np.isfinite(length) & (length > 0)
     info["impressions_without_length"] = int((~known).sum())
     if rule == "completion":
-        ratio = np.divide(duration, length, out=np.zeros_like(duration, dtype=np.float64), where=known)
-        long_read = np.where(known, clicked & (ratio >= completion_threshold), long_read)
         info["completion_threshold"] = completion_threshold
-        return long_read.astype(np.int8), info
-    fit = clicked & is_train & known
+        return info
+    fit = (click == 1) & is_train & known
     if not fit.any():
         raise DataError(
             None, "length_s", "no clicked training impression has an item length", "check length_s"
@@ -92,6 +108,24 @@ def long_read_labels(
             for b in range(len(edges) + 1)
         ]
     )
+    return info | {"band_edges_s": edges.tolist(), "band_tau_s": taus.tolist()}
+
+
+def apply_long_read(
+    duration: np.ndarray, click: np.ndarray, length: np.ndarray | None, info: dict[str, Any]
+) -> np.ndarray:
+    """``y_d`` (int8) of impressions under the thresholds :func:`fit_long_read` found (any rows, any order)."""
+    clicked = click == 1
+    long_read = clicked & (duration > info["tau_seconds"])
+    rule = info["long_read_rule"]
+    if rule == "duration":
+        return long_read.astype(np.int8)
+    known = np.isfinite(length) & (length > 0)
+    if rule == "completion":
+        ratio = np.divide(duration, length, out=np.zeros_like(duration, dtype=np.float64), where=known)
+        long_read = np.where(known, clicked & (ratio >= info["completion_threshold"]), long_read)
+        return long_read.astype(np.int8)
+    edges, taus = np.asarray(info["band_edges_s"], dtype=np.float64), np.asarray(info["band_tau_s"])
+    band = np.searchsorted(edges, np.where(known, length, 0.0), side="right")
     long_read = np.where(known, clicked & (duration > taus[band]), long_read)
-    info |= {"band_edges_s": edges.tolist(), "band_tau_s": taus.tolist()}
-    return long_read.astype(np.int8), info
+    return long_read.astype(np.int8)

@@ -24,15 +24,22 @@ _CACHE: dict[tuple[str, int], Any] = {}
 
 def prepared_data(data_dir: Path) -> tuple[Any, Any]:
     """The prepared data of ``data_dir`` and its tensors, read once per process (and again only if the
-    folder was rewritten)."""
+    folder was rewritten); for prepared shards (:mod:`dmtl.shards`), their tables and the streaming reader
+    (:class:`dmtl.streaming.ShardedData`)."""
     from dmtl.data import ImpressionTensors
     from dmtl.features import Prepared
+    from dmtl.shards import ShardedPrepared, is_sharded
+    from dmtl.streaming import ShardedData
 
     key = (str(data_dir.resolve()), (data_dir / "meta.json").stat().st_mtime_ns)
     if key not in _CACHE:
         _CACHE.clear()
-        prepared = Prepared.read(data_dir)
-        _CACHE[key] = (prepared, ImpressionTensors(prepared))
+        if is_sharded(data_dir):
+            shards = ShardedPrepared.read(data_dir)
+            _CACHE[key] = (shards, ShardedData(shards))
+        else:
+            prepared = Prepared.read(data_dir)
+            _CACHE[key] = (prepared, ImpressionTensors(prepared))
     return _CACHE[key]
 
 

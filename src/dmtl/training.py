@@ -7,6 +7,7 @@ architecture and the training loop are identical, so a gap between students is t
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from dmtl import vocab as V
 from dmtl.config import StudentConfig, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import ImpressionDataModule, ImpressionTensors
 from dmtl.features import MAX_POSITION_BUCKET
-from dmtl.io import atomic_path
+from dmtl.io import atomic_path, write_parquet
 from dmtl.losses import soft_target_from_teacher, teacher_loss
 from dmtl.models.position import POSITION_FEATURE, PositionBias, position_column
 from dmtl.models.teacher import MultiTaskTeacher
@@ -32,6 +33,7 @@ from dmtl.progress import ProgressLine
 
 if TYPE_CHECKING:
     from dmtl.objectives import StudentObjective, UnexposedPairs
+    from dmtl.streaming import ShardedData
 
 CONTEXT_FEATURES: tuple[str, ...] = (POSITION_FEATURE,)
 """The context columns of a batch when the caller names none (``Prepared.meta["context_features"]``)."""
@@ -408,7 +410,7 @@ def make_trainer(train: TrainConfig, callbacks: list[Callback], ckpt_dir: Path) 
 
 def fit(
     module: L.LightningModule,
-    data: ImpressionTensors,
+    data: ImpressionTensors | ShardedData,
     train: TrainConfig,
     seed: int,
     extra_callbacks: list[Callback] | None = None,
@@ -417,6 +419,9 @@ def fit(
 ) -> pd.DataFrame:
     """Train ``module`` with early stopping; load its best weights; return the curve.
 
+    ``data`` is the in-memory tensors or, on the out-of-core path, the shards (:class:`dmtl.streaming.ShardedData`),
+    streamed a window at a time; the loop is the same.
+
     Early stopping and the kept checkpoint follow the validation loss, or, given a ``select`` callback
     (:class:`dmtl.selection.ValidationMetric`), the validation metric it logs (``val_select``, higher is
     better). Checkpoints live in a private temporary folder, so an interrupted run leaves nothing behind
@@ -424,9 +429,12 @@ def fit(
     """
     quiet_lightning()
     seed_everything(seed, train.threads)
-    dm = ImpressionDataModule(
-        data, train.batch_size, seed, eval_batch_size=eval_batch_size, steps_per_call=train.steps_per_call
-    )
+    if isinstance(data, ImpressionTensors):
+        dm = ImpressionDataModule(
+            data, train.batch_size, seed, eval_batch_size=eval_batch_size, steps_per_call=train.steps_per_call
+        )
+    else:  # the out-of-core path (dmtl.streaming.ShardedData): the same loop, batches streamed from shards
+        dm = data.datamodule(train.batch_size, seed, eval_batch_size, train.steps_per_call)
     curve = CurveRecorder()
     monitor, mode = ("val_select", "max") if select is not None else ("val_loss", "min")
     ckpt_dir = Path(tempfile.mkdtemp(prefix="dmtl-ckpt-"))
@@ -471,6 +479,27 @@ def predict_teacher(
         for k in keys:
             chunks[k].append(out[k].float().numpy())
     return {k: np.concatenate(v) for k, v in chunks.items()}
+
+
+def predict_teacher_shards(
+    module: TeacherModule,
+    data: ShardedData,
+    directory: str | Path,
+    splits: Sequence[str] = ("train", "val", "test"),
+) -> None:
+    """:func:`predict_teacher` for every shard of ``splits`` (the out-of-core path, :mod:`dmtl.streaming`),
+    written to ``<directory>/<split>/part-<k>.parquet``, row for row beside the shard they score (the
+    students' soft labels are read with each shard); the folder is replaced whole, once complete."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split in splits:
+        for index, entry in enumerate(data.prepared.meta["shards"][split]):
+            pred = predict_teacher(module, data.shard(split, index, soft=False))
+            write_parquet(pd.DataFrame(pred), tmp / entry["file"])
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, directory)
 
 
 @torch.no_grad()

@@ -13,21 +13,35 @@ from dmtl.evaluation import Evaluation, at_k_table, bootstrap_inputs, evaluate_m
 from dmtl.features import Prepared
 from dmtl.io import read_json, write_csv, write_json, write_parquet
 from dmtl.paths import Paths
+from dmtl.shards import PREDICTIONS, ShardedPrepared, read_predictions, read_prepared
 from dmtl.stats.summary import bootstrap_summary
 from dmtl.truth import load_truth
+
+EVALUATION_COLUMNS = ("user_idx", "item_idx", "click", "long_read", "split")
+"""The prepared impressions' columns evaluation reads."""
 
 
 def run_evaluate(study: Study, root: str | Path = ".") -> dict[str, Any]:
     """Every metric of docs/protocol.md section 4 for every model and seed; summaries with intervals."""
     paths = Paths(root)
-    prepared = Prepared.read(paths.data)
+    prepared = read_prepared(paths.data)
+    teacher_predictions = lambda seed: read_teacher_predictions(root, seed)  # noqa: E731
+    if isinstance(prepared, ShardedPrepared):
+        # The out-of-core path (dmtl.shards): every split's ids and labels in memory (the history mask, the
+        # popularity lists and the bait rule count training rows; ~19 bytes a row), the teacher's
+        # predictions of the test days only.
+        shards = prepared
+        prepared = shards.to_prepared(EVALUATION_COLUMNS)
+        teacher_predictions = lambda seed: read_predictions(  # noqa: E731
+            paths.teacher("default", seed) / PREDICTIONS, shards, "test"
+        )
     ev, seeds = study.eval, study.train.seeds
     truth = load_truth(prepared, paths.oracle, ev)
 
     result = evaluate_models(
         prepared,
         truth,
-        lambda seed: read_teacher_predictions(root, seed),
+        teacher_predictions,
         lambda name, seed: read_towers(root, name, seed),
         study.students.names,
         seeds,

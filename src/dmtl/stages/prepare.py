@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from dmtl.config import Study
 from dmtl.features import LabelRule, Prepared, prepare
 from dmtl.io import write_json
 from dmtl.paths import Paths
+from dmtl.sharding import prepare_shards, simulate_log_shards, storage_for
+from dmtl.shards import ShardedPrepared
 from dmtl.sources.registry import load_source
 
 
@@ -18,13 +21,16 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
     """Load or simulate the log, split it by day, set tau, encode features; write data and its summary.
 
     The pre-flight checks (:mod:`dmtl.checks`) run first, so a log that cannot carry the study stops here
-    in seconds, before anything is loaded in full or written.
+    in seconds, before anything is loaded in full or written. ``data.storage`` chooses the in-memory path
+    or the out-of-core one (:mod:`dmtl.shards`: the prepared impressions as Parquet shards).
     """
     paths = Paths(root)
     t0 = time.perf_counter()
+    data = study.data
+    if storage_for(data) == "shards":
+        return _run_prepare_shards(study, paths, t0)
     preflight(study)
     feed, oracle = load_source(study.data)
-    data = study.data
     labels = LabelRule(data.long_read, data.completion_threshold, data.length_bands)
     prepared = prepare(feed, data.val_days, data.test_days, data.tau, labels)
     check_prepared(study, prepared)
@@ -42,11 +48,52 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
     return summary
 
 
-def data_summary(prepared: Prepared) -> dict[str, Any]:
+def _run_prepare_shards(study: Study, paths: Paths, t0: float) -> dict[str, Any]:
+    """:func:`run_prepare` on the out-of-core path (``data.storage``, :mod:`dmtl.sharding`): the log is drawn or
+    read into shards of whole users (scratch, removed after), then prepared shard by shard."""
+    data = study.data
+    scratch = paths.artifacts / ".log_shards"
+    try:
+        if data.source == "simulated":
+            from dmtl.sources.simulator.config import make_config
+
+            preflight(study)
+            config = make_config(data.preset, data.sim)
+            log, oracle = simulate_log_shards(config, data.sim_seed, scratch, data.shard_rows)
+        else:
+            # The pre-flight checks need the log's sizes, which the chunked loaders measure on their first
+            # pass (the in-memory scans would hold whole columns), before anything is prepared.
+            from dmtl.chunked import load_source_shards
+
+            log, oracle = load_source_shards(study, scratch), None
+        labels = LabelRule(data.long_read, data.completion_threshold, data.length_bands)
+        prepared = prepare_shards(log, paths.data, data.val_days, data.test_days, data.tau, labels)
+        check_prepared(study, prepared)
+        summary = data_summary(prepared)
+        summary["simulated"] = oracle is not None
+        summary.update(input_summary(log))
+        summary["storage"] = {"kind": "shards", "shards": len(log.files), "shard_rows": data.shard_rows}
+        if oracle is not None:
+            from dmtl.sources.simulator.calibration import calibration
+
+            oracle.write(paths.oracle)
+            # The first shard's users: the simulator draws users independently, so a random sample of them.
+            summary["calibration"] = calibration(log.sample(), oracle)
+            summary["calibration"]["sample"] = "the users of the first shard"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary["seconds"] = time.perf_counter() - t0
+    write_json(summary, paths.metrics / "data.json")
+    return summary
+
+
+def data_summary(prepared: Prepared | ShardedPrepared) -> dict[str, Any]:
     """Sizes, rates and tau of the prepared data, per split."""
-    imp = prepared.impressions
     keys = ("tau_seconds", "tau_rule", "long_read_rule", "band_edges_s", "band_tau_s", "completion_threshold")
     out: dict[str, Any] = {k: prepared.meta[k] for k in keys if k in prepared.meta}
+    if isinstance(prepared, ShardedPrepared):  # summed over the shards while they were written
+        return out | prepared.meta["split_summary"]
+    imp = prepared.impressions
     for name in ("train", "val", "test"):
         part = imp[prepared.split_mask(name)]
         clicked = part["click"] == 1

@@ -23,6 +23,8 @@ from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
 from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
 from dmtl.selection import ValidationMetric
+from dmtl.shards import PREDICTIONS, ShardedPrepared
+from dmtl.streaming import ShardedData, SoftLabels
 from dmtl.training import (
     StudentModule,
     TeacherModule,
@@ -37,7 +39,12 @@ from dmtl.training import (
 
 
 def build_module(
-    study: Study, name: str, prepared: Prepared, tensors: ImpressionTensors, root: Path, seed: int
+    study: Study,
+    name: str,
+    prepared: Prepared | ShardedPrepared,
+    tensors: ImpressionTensors | ShardedData,
+    root: Path,
+    seed: int,
 ) -> StudentModule:
     """Student ``name`` of seed ``seed`` with its objective, and for a student that learns from the teacher,
     the teacher trained alongside (joint) or the frozen teacher of the same seed labelling unexposed pairs."""
@@ -108,25 +115,44 @@ class _Labeller(torch.nn.Module):
         return soft_target_from_teacher(out, self.target, self.duration_cap)
 
 
+def _shard_soft_labels(root: str | Path, seed: int, distill: Any, prepared: ShardedPrepared) -> SoftLabels:
+    """The frozen teacher's per-shard predictions as this student's soft targets (two-stage regime)."""
+    cap = prepared.meta["duration_cap_seconds"]
+
+    def transform(pred: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: torch.from_numpy(v) for k, v in pred.items()}
+        return soft_target_from_teacher(tensors, distill.soft_target, cap).numpy()
+
+    return SoftLabels(Paths(root).teacher("default", seed) / PREDICTIONS, transform)
+
+
 def _train_seed(seed: int, study: Study, name: str, root: str, threads: int) -> tuple[pd.DataFrame, dict]:
     """Train and export student ``name`` of ``seed``; return its learning curve and its run record."""
     paths = Paths(root)
     prepared, _ = prepared_data(paths.data)
+    sharded = isinstance(prepared, ShardedPrepared)  # the out-of-core path (dmtl.shards)
     student, common = study.students[name], study.students.common
     train = dataclasses.replace(study.train, threads=threads)
     distill = student.distill
-    soft = None
-    if distill is not None and distill.teacher_training == "two_stage":
-        pred = {k: torch.from_numpy(v) for k, v in read_teacher_predictions(root, seed).items()}
-        soft = soft_target_from_teacher(
-            pred, distill.soft_target, prepared.meta["duration_cap_seconds"]
-        ).numpy()
-    tensors = ImpressionTensors(prepared, soft_labels=soft)
+    two_stage = distill is not None and distill.teacher_training == "two_stage"
+    if sharded:
+        labels = _shard_soft_labels(root, seed, distill, prepared) if two_stage else None
+        tensors = ShardedData(prepared, labels)
+    else:
+        soft = None
+        if two_stage:
+            pred = {k: torch.from_numpy(v) for k, v in read_teacher_predictions(root, seed).items()}
+            soft = soft_target_from_teacher(
+                pred, distill.soft_target, prepared.meta["duration_cap_seconds"]
+            ).numpy()
+        tensors = ImpressionTensors(prepared, soft_labels=soft)
     seed_everything(seed, train.threads)
     module = build_module(study, name, prepared, tensors, Path(root), seed)
     # The softmax objective's loss depends on the batch's negatives: validate on batches of the same size.
     eval_batch = train.batch_size if common.objective == "sampled_softmax" else None
-    select = ValidationMetric(tensors, train.select_on) if train.select_on != "loss" else None
+    # On shards, the validation metric reads the validation days and their users' training history only.
+    val_data = tensors.validation_tensors() if sharded else tensors
+    select = ValidationMetric(val_data, train.select_on) if train.select_on != "loss" else None
     t0 = time.perf_counter()
     curve = fit(module, tensors, train, seed, eval_batch_size=eval_batch, select=select)
     seconds = time.perf_counter() - t0

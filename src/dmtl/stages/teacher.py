@@ -19,8 +19,17 @@ from dmtl.metrics import teacher_ranking_metrics
 from dmtl.models.position import POSITION_FEATURE
 from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
+from dmtl.shards import PREDICTIONS, ShardedPrepared, read_predictions
 from dmtl.stats.intervals import mean_ci
-from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, save_state, seed_everything
+from dmtl.training import (
+    TeacherModule,
+    build_teacher,
+    fit,
+    predict_teacher,
+    predict_teacher_shards,
+    save_state,
+    seed_everything,
+)
 
 
 def _train_run(
@@ -30,6 +39,7 @@ def _train_run(
     variant, seed = run
     paths = Paths(root)
     prepared, tensors = prepared_data(paths.data)
+    sharded = isinstance(prepared, ShardedPrepared)  # the out-of-core path (dmtl.shards)
     cfg, train = study.teacher, dataclasses.replace(study.train, threads=threads)
     context = prepared.meta["context_features"]
     seed_everything(seed, train.threads)
@@ -38,18 +48,29 @@ def _train_run(
     t0 = time.perf_counter()
     curve = fit(module, tensors, train, seed)
     seconds = time.perf_counter() - t0
-    pred = predict_teacher(module, tensors)
     out = paths.teacher(variant, seed)
     save_state(module.model, out / "model.pt")
-    write_teacher_predictions(pred, out)
+    if sharded:  # one prediction file per shard, beside it (the students' soft labels)
+        predict_teacher_shards(module, tensors, out / PREDICTIONS)
+    else:
+        pred = predict_teacher(module, tensors)
+        write_teacher_predictions(pred, out)
     if module.position is not None:
         p_seen = module.position.p_seen().detach().numpy()
-        bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
-        write_position_bias(p_seen, np.bincount(bucket, minlength=len(p_seen)), out)
+        if sharded:
+            n_train = prepared.bincount("train", POSITION_FEATURE, len(p_seen)).astype(np.int64)
+        else:
+            bucket = prepared.impressions[POSITION_FEATURE].to_numpy()[prepared.split_mask("train")]
+            n_train = np.bincount(bucket, minlength=len(p_seen))
+        write_position_bias(p_seen, n_train, out)
     rows = []
     for split in ("val", "test"):
-        mask = prepared.split_mask(split)
-        m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
+        if sharded:
+            imp = prepared.read_split(split, ["user_idx", "click", "long_read"])
+            m = teacher_ranking_metrics(read_predictions(out / PREDICTIONS, prepared, split), imp)
+        else:
+            mask = prepared.split_mask(split)
+            m = teacher_ranking_metrics({k: v[mask] for k, v in pred.items()}, prepared.impressions[mask])
         rows.append(
             {
                 "variant": variant,

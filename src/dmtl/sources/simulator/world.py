@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,8 @@ _REDRAWS = 3  # attempts to replace an item the user was already shown before dr
 # them apart keeps the default world byte-identical and keeps everything else fixed when only such a knob
 # moves (cold items are nested as cold_item_share grows; the fans do not move with fan_strength).
 _STREAM_COLD, _STREAM_FANS = 1, 2
+# The chunked log (:func:`simulate_in_chunks`): chunk c of users draws from PCG64([seed, 3, c]).
+_STREAM_CHUNKS = 3
 
 
 def _substream(seed: int, stream: int) -> np.random.Generator:
@@ -296,10 +299,14 @@ def _policy(
 def _draw_sessions(
     config: SimConfig, activity: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, ...]:
-    """Sessions ``(user, day, start time)``: Poisson per user-day, start uniform in the day, in time order."""
-    c = config
-    counts = rng.poisson(c.sessions_per_user_day * activity[:, None], size=(c.n_users, c.n_days)).ravel()
-    user_day = np.repeat(np.arange(c.n_users * c.n_days), counts)
+    """Sessions ``(user, day, start time)``: Poisson per user-day, start uniform in the day, in time order.
+
+    ``activity`` holds the users whose sessions are drawn (every user, or one chunk of them); the returned
+    users are rows of it.
+    """
+    c, n_users = config, len(activity)
+    counts = rng.poisson(c.sessions_per_user_day * activity[:, None], size=(n_users, c.n_days)).ravel()
+    user_day = np.repeat(np.arange(n_users * c.n_days), counts)
     s_user, s_day = user_day // c.n_days, user_day % c.n_days
     s_start = rng.integers(0, SECONDS_PER_DAY - c.feed_length * c.position_gap_s, len(user_day))
     s_time = s_day.astype(np.int64) * SECONDS_PER_DAY + s_start
@@ -397,11 +404,19 @@ def publisher_click_history(
     return out
 
 
-def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator) -> pd.DataFrame:
-    """Sessions, the feed the policy fills and ranks, clicks and durations: the log (module docstring)."""
+def _draw_impressions(
+    config: SimConfig, world: _World, rng: np.random.Generator, users: slice | None = None
+) -> pd.DataFrame:
+    """Sessions, the feed the policy fills and ranks, clicks and durations: the log (module docstring).
+
+    ``users`` (a slice of user rows) draws the log of those users only (:func:`simulate_in_chunks`): every
+    draw is per user, so a chunk of users needs nothing from the others; ``None`` draws every user's.
+    """
     c, oracle = config, world.oracle
-    theta = oracle.users[affinity_columns(c.n_topics)].to_numpy(np.float64)
-    s_user, s_day, s_time = _draw_sessions(c, world.activity, rng)
+    rows = slice(None) if users is None else users
+    first = 0 if users is None else int(users.start or 0)
+    theta = oracle.users[affinity_columns(c.n_topics)].iloc[rows].to_numpy(np.float64)
+    s_user, s_day, s_time = _draw_sessions(c, world.activity[rows], rng)
     if c.cold_item_share > 0:  # period 0 before the cold items' release day, period 1 from it
         warm = world.release_day < c.release_day
         policies = [_policy(c, theta, oracle._topic, world.popularity, warm)]
@@ -430,6 +445,7 @@ def _draw_impressions(config: SimConfig, world: _World, rng: np.random.Generator
     new_session[1:] = imp_session[1:] != imp_session[:-1]
     position = np.arange(n) - np.maximum.accumulate(np.where(new_session, np.arange(n), 0))
     time = s_time[imp_session] + position * c.position_gap_s
+    user = user + first  # rows of the chunk -> rows of the whole user table (the oracle's)
     click, duration = _draw_outcomes(c, oracle, user, item, position, rng)
 
     final = np.argsort(time, kind="stable")
@@ -477,3 +493,68 @@ def simulate(config: SimConfig, seed: int) -> tuple[FeedLog, Oracle]:
         meta={"seed": int(seed), "config": config.to_dict()},
     )
     return log, world.oracle
+
+
+@dataclass
+class ChunkedSimulation:
+    """A simulated world whose log is drawn one chunk of users at a time (:func:`simulate_in_chunks`).
+
+    ``users``, ``items`` and ``oracle`` are those of :func:`simulate` with the same ``(config, seed)``: the
+    world is drawn from the same stream in the same order. The log is not: chunk ``c`` (users
+    ``c * users_per_chunk`` onwards) draws its sessions, feeds, clicks and durations from its own stream
+    ``PCG64([seed, 3, c])``, so a chunk can be drawn without the others (memory bounded by one chunk) and the
+    same ``(config, seed, users_per_chunk)`` gives the same chunks. The log of the chunks, concatenated, is
+    a different draw from the same model as :func:`simulate`'s (same distribution, not the same rows).
+    """
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    oracle: Oracle
+    users_per_chunk: int
+    meta: dict = field(default_factory=dict)
+    _world: _World | None = None
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-len(self.users) // self.users_per_chunk)
+
+    def chunk(self, index: int) -> pd.DataFrame:
+        """The impressions of chunk ``index`` (schema columns, in time order): its users' whole log."""
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk {index} of {self.n_chunks}")
+        config, seed = self.oracle.config, self.meta["seed"]
+        rng = np.random.Generator(np.random.PCG64([seed, _STREAM_CHUNKS, index]))
+        rows = slice(index * self.users_per_chunk, min((index + 1) * self.users_per_chunk, len(self.users)))
+        return _draw_impressions(config, self._world, rng, rows)
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        """Every chunk in order; each is drawn when asked for, so only one is in memory at a time."""
+        for index in range(self.n_chunks):
+            yield self.chunk(index)
+
+
+def users_per_chunk(config: SimConfig, rows: int) -> int:
+    """Users per chunk so that a chunk holds about ``rows`` impressions (the preset's expected rate)."""
+    per_user = config.expected_impressions / max(config.n_users, 1)
+    return max(1, min(config.n_users, int(rows / max(per_user, 1e-9))))
+
+
+def simulate_in_chunks(config: SimConfig, seed: int, chunk_users: int) -> ChunkedSimulation:
+    """The world of :func:`simulate` with a log drawn in chunks of ``chunk_users`` users (out-of-core data).
+
+    Args:
+        config: the world's knobs.
+        seed: non-negative integer seed.
+        chunk_users: users per chunk (:func:`users_per_chunk` sizes it from a number of impressions).
+
+    Returns:
+        The :class:`ChunkedSimulation`; nothing of the log is drawn until a chunk is asked for.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if int(chunk_users) < 1:
+        raise ValueError(f"chunk_users must be >= 1, got {chunk_users}")
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    world = _draw_world(config, int(seed), rng)
+    meta = {"seed": int(seed), "config": config.to_dict(), "users_per_chunk": int(chunk_users)}
+    return ChunkedSimulation(world.users, world.items, world.oracle, int(chunk_users), meta, world)
