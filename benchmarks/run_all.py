@@ -53,7 +53,7 @@ SMOKE: dict[str, list[str]] = {
 }
 # Benchmarks that need more than --timeout: the scale benchmark's 100M impressions take an hour or more.
 MIN_TIMEOUT: dict[str, float] = {"scale": 9 * 3600.0}
-SIMULATOR_TARGET_SECONDS = 10.0  # STUDY.md section 5: "a million impressions in seconds"
+SIMULATOR_TARGET_SECONDS = 10.0  # docs/protocol.md section 5: "a million impressions in seconds"
 
 
 def wait_for_quiet(max_load: float, max_wait: float, poll: float = 60.0) -> dict[str, Any]:
