@@ -267,7 +267,7 @@ def soft_target_from_teacher(out: Mapping[str, Tensor], target: str, duration_ca
 Batch = Mapping[str, Tensor]
 """A training batch (:mod:`dmtl.data`): ``click``, ``long_read``, ``duration`` and, for students that learn
 from the teacher, ``soft_label``; with ``students.common.position_bias``, the position factor ``log_p_seen``,
-``log_p_unseen`` that :class:`dmtl.training.StudentModule` adds for students whose label needs a click
+``log_p_unseen`` that :class:`dmtl.modules.StudentModule` adds for students whose label needs a click
 (:attr:`dmtl.vocab.Student.click_label`); every tensor of shape ``(B,)``."""
 
 
