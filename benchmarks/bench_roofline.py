@@ -90,11 +90,12 @@ from dmtl.config import Study
 from dmtl.data import ImpressionTensors
 from dmtl.features import Prepared
 from dmtl.io import write_json
-from dmtl.losses import SOFTMAX_WEIGHTS
 from dmtl.models.layers import MLP, ParallelMLP
 from dmtl.models.teacher import TASKS, MultiTaskTeacher
 from dmtl.models.two_tower import TwoTower
-from dmtl.training import StudentModule, TeacherModule, quiet_lightning
+from dmtl.modules import StudentModule, TeacherModule
+from dmtl.sampled_softmax import SOFTMAX_WEIGHTS
+from dmtl.training import quiet_lightning
 
 TARGET_SHARE_OF_GEMM = 0.70
 TARGET_LOOP_SHARE = 0.90

@@ -229,9 +229,11 @@ def _stages_shards(mem: PeakRSS, study: Any, train: Any, config: Any, seed: int,
     import pyarrow.parquet as pq
     from training_common import new_student
 
+    from dmtl.modules import TeacherModule, build_teacher
+    from dmtl.predict import predict_teacher_shards, tower_embeddings
     from dmtl.sharding import prepare_shards, simulate_log_shards
     from dmtl.streaming import ShardedData, SoftLabels
-    from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher_shards, tower_embeddings
+    from dmtl.training import fit
 
     data_cfg = study.data
     with mem.stage("simulate", shard_rows=data_cfg.shard_rows) as rec:
@@ -276,8 +278,10 @@ def _stages_memory(mem: PeakRSS, study: Any, train: Any, config: Any, seed: int,
 
     from dmtl.data import ImpressionTensors
     from dmtl.features import prepare
+    from dmtl.modules import TeacherModule, build_teacher
+    from dmtl.predict import predict_teacher, tower_embeddings
     from dmtl.sources.simulator.world import simulate
-    from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, tower_embeddings
+    from dmtl.training import fit
 
     data_cfg = study.data
     with mem.stage("simulate") as rec:

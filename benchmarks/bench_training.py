@@ -96,8 +96,10 @@ from dmtl.data import BatchStream, ImpressionTensors  # noqa: E402
 from dmtl.features import Prepared  # noqa: E402
 from dmtl.io import write_json  # noqa: E402
 from dmtl.metrics import auc  # noqa: E402
+from dmtl.modules import StudentModule, TeacherModule  # noqa: E402
+from dmtl.predict import predict_teacher  # noqa: E402
 from dmtl.sources.simulator.config import PRESETS  # noqa: E402
-from dmtl.training import StudentModule, TeacherModule, predict_teacher, quiet_lightning  # noqa: E402
+from dmtl.training import quiet_lightning  # noqa: E402
 
 # The configuration both libraries train (see the module docstring); lr and weight decay are the study's.
 PEER_TEACHER: dict[str, Any] = {

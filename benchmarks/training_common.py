@@ -33,9 +33,10 @@ from dmtl import params as P
 from dmtl.config import StudentConfig, Study, TeacherConfig, TowersConfig, TrainConfig
 from dmtl.data import BatchStream, ImpressionTensors
 from dmtl.features import Prepared, prepare
+from dmtl.modules import StudentModule, TeacherModule, build_student, build_teacher
 from dmtl.objectives import StudentObjective, item_log_q
 from dmtl.sources.registry import load_source
-from dmtl.training import StudentModule, TeacherModule, build_student, build_teacher, fit
+from dmtl.training import fit
 
 REPO = Path(__file__).resolve().parents[1]
 Batch = Mapping[str, torch.Tensor]

@@ -77,7 +77,9 @@ def _train_teacher(
 ) -> dict[str, float]:
     from dmtl.data import ImpressionTensors
     from dmtl.metrics import auc
-    from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, seed_everything
+    from dmtl.modules import TeacherModule, build_teacher
+    from dmtl.predict import predict_teacher
+    from dmtl.training import fit, seed_everything
 
     train = dataclasses.replace(
         params.train,
@@ -183,8 +185,10 @@ def tiny_shards(tmp_path_factory) -> Iterator[tuple]:
 def _train_teacher_on_shards(params, shards, devices: int, strategy: str, folder: Path) -> dict[str, float]:
     from dmtl.data import ImpressionTensors
     from dmtl.metrics import auc
+    from dmtl.modules import TeacherModule, build_teacher
+    from dmtl.predict import predict_teacher
     from dmtl.streaming import ShardedData
-    from dmtl.training import TeacherModule, build_teacher, fit, predict_teacher, seed_everything
+    from dmtl.training import fit, seed_everything
 
     train = dataclasses.replace(
         params.train,

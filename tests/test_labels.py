@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dmtl.labels import long_read_labels, resolve_rule
+from dmtl.labels import apply_long_read, fit_long_read, resolve_rule
 from dmtl.schema import DataError
 
 #            impression:   0     1     2     3     4     5     6
@@ -16,9 +16,10 @@ LENGTH = np.array([20.0, 300.0, 10.0, 10.0, 300.0, 20.0, np.nan])  # the last it
 
 
 def labels(rule, tau=50.0, **kw):
-    y, info = long_read_labels(
+    info = fit_long_read(
         DURATION, CLICK, TRAIN, LENGTH, rule, tau, kw.get("completion", 1.0), kw.get("bands", 2)
     )
+    y = apply_long_read(DURATION, CLICK, LENGTH, info)
     return y.tolist(), info
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from dmtl.losses import SOFTMAX_WEIGHTS, STUDENT_LOSSES, sampled_softmax_loss
+from dmtl.losses import STUDENT_LOSSES
 from dmtl.objectives import item_log_q
+from dmtl.sampled_softmax import SOFTMAX_WEIGHTS, sampled_softmax_loss
 
 D = torch.float64
 

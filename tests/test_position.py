@@ -20,8 +20,7 @@ import torch
 
 from dmtl import params as P
 from dmtl.models.position import REFERENCE_BUCKET, UNKNOWN_BUCKET, PositionBias, position_column
-from dmtl.objectives import StudentObjective
-from dmtl.training import (
+from dmtl.modules import (
     StudentModule,
     TeacherModule,
     build_student,
@@ -30,6 +29,7 @@ from dmtl.training import (
     teacher_context,
     teacher_variant,
 )
+from dmtl.objectives import StudentObjective
 from dmtl.vocab import STUDENT_NAMES, student
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_bias_predictions_ignore_the_position_input(trained) -> None:
 
 
 def test_predict_teacher_writes_reference_predictions_and_p_seen(trained) -> None:
-    from dmtl.training import predict_teacher
+    from dmtl.predict import predict_teacher
 
     class Data:  # the two methods predict_teacher reads
         def __init__(self, batch):

@@ -187,7 +187,8 @@ def test_ranks_read_disjoint_shards(sharded, monkeypatch) -> None:
 def test_teacher_predictions_per_shard(sharded, tmp_path) -> None:
     from dmtl import params as P
     from dmtl.data import ImpressionTensors
-    from dmtl.training import TeacherModule, build_teacher, predict_teacher, predict_teacher_shards
+    from dmtl.modules import TeacherModule, build_teacher
+    from dmtl.predict import predict_teacher, predict_teacher_shards
 
     shards, _ = sharded
     study = P.load(REPO / "params.yaml", {"data.preset": "tiny"})

@@ -30,8 +30,9 @@ def _train(params, **over):
 
 
 def _student(params, prepared, lr: float | None = None):
+    from dmtl.modules import StudentModule, build_student
     from dmtl.objectives import StudentObjective
-    from dmtl.training import StudentModule, build_student, seed_everything
+    from dmtl.training import seed_everything
 
     seed_everything(0, 1)
     ctr = params.students["ctr"]

@@ -231,9 +231,16 @@ class ImpressionDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.eval_batch_size = eval_batch_size or 4 * batch_size
-        self.train_stream = BatchStream(data, data.indices("train"), batch_size, shuffle=True, seed=seed)
+        self.train_stream, self.val_stream = self.streams()
         self.train_groups = StepGroups(self.train_stream, steps_per_call)
-        self.val_stream = BatchStream(data, data.indices("val"), self.eval_batch_size, shuffle=False)
+
+    def streams(self) -> tuple[IterableDataset, IterableDataset]:
+        """The training stream (shuffled by ``seed``) and the validation stream of :attr:`data`."""
+        data = self.data
+        return (
+            BatchStream(data, data.indices("train"), self.batch_size, shuffle=True, seed=self.seed),
+            BatchStream(data, data.indices("val"), self.eval_batch_size, shuffle=False),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_groups, batch_size=None, num_workers=0)

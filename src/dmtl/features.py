@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from dmtl.io import read_json, write_json, write_parquet
-from dmtl.labels import long_read_labels, resolve_rule
+from dmtl.labels import apply_long_read, fit_long_read, resolve_rule
 from dmtl.schema import (
     ITEM_LENGTH,
     RESERVED_FEATURE_NAMES,
@@ -289,9 +289,10 @@ def prepare(
     rule = resolve_rule(labels.rule, feed.source, has_length)
     item_idx = pd.Index(items["item_id"]).get_indexer(imp["item_id"])
     length = items[ITEM_LENGTH].to_numpy(np.float64)[item_idx] if has_length else None
-    long_read, label_info = long_read_labels(
+    label_info = fit_long_read(
         duration, click, is_train, length, rule, tau_seconds, labels.completion_threshold, labels.length_bands
     )
+    long_read = apply_long_read(duration, click, length, label_info)
     return _encode(
         feed,
         imp,

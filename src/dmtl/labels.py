@@ -45,32 +45,6 @@ def _band_edges(length: np.ndarray, n_bands: int) -> np.ndarray:
     return edges
 
 
-def long_read_labels(
-    duration: np.ndarray,
-    click: np.ndarray,
-    is_train: np.ndarray,
-    length: np.ndarray | None,
-    rule: str,
-    tau_seconds: float,
-    completion_threshold: float,
-    n_bands: int,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """``y_d`` per impression (0 where not clicked) and what the rule used, for the metadata.
-
-    Args:
-        duration: seconds per impression (0 when not clicked).
-        click: 0/1 per impression.
-        is_train: training-split mask: every threshold is computed on training impressions only.
-        length: the item's length in seconds per impression (``nan`` when unknown), or ``None``.
-        rule: ``duration``, ``completion`` or ``length_band`` (resolved).
-        tau_seconds: the global tau (duration rule, and the fallback for items without a length).
-        completion_threshold: the completion rule's share.
-        n_bands: the length-band rule's number of bands.
-    """
-    info = fit_long_read(duration, click, is_train, length, rule, tau_seconds, completion_threshold, n_bands)
-    return apply_long_read(duration, click, length, info), info
-
-
 def fit_long_read(
     duration: np.ndarray,
     click: np.ndarray,
@@ -86,6 +60,16 @@ def fit_long_read(
     Only clicked training impressions move a threshold, so passing those alone (in the log's order) gives
     the same thresholds as passing every impression: what the sharded preparation (:mod:`dmtl.sharding`)
     does. ``impressions_without_length`` counts the impressions passed.
+
+    Args:
+        duration: seconds per impression (0 when not clicked).
+        click: 0/1 per impression.
+        is_train: training-split mask: every threshold is computed on training impressions only.
+        length: the item's length in seconds per impression (``nan`` when unknown), or ``None``.
+        rule: ``duration``, ``completion`` or ``length_band`` (resolved).
+        tau_seconds: the global tau (duration rule, and the fallback for items without a length).
+        completion_threshold: the completion rule's share.
+        n_bands: the length-band rule's number of bands.
     """
     info: dict[str, Any] = {"long_read_rule": rule, "tau_seconds": tau_seconds}
     if rule == "duration":

@@ -1,4 +1,5 @@
-"""Every loss of the study: the teacher's (ESMM and its ablations) and each student target's.
+"""Every pointwise loss of the study: the teacher's (ESMM and its ablations) and each student target's (the
+sampled-softmax objective's loss is in :mod:`dmtl.sampled_softmax`).
 
 All losses work on logits or log-probabilities, never on probabilities passed through ``log``, so they stay
 finite (values and gradients) for saturated outputs such as logits of +-100. Label tensors may be any
@@ -28,7 +29,8 @@ SOFT_LABEL_EPS = 1e-6
 """Soft labels are clamped to ``[eps, 1 - eps]`` before being turned into logits (KL distillation)."""
 
 
-def _check_same_shape(**tensors: Tensor | None) -> None:
+def check_same_shape(**tensors: Tensor | None) -> None:
+    """Refuse per-impression tensors of different shapes (``None`` skipped): see the module docstring."""
     shapes = {name: tuple(t.shape) for name, t in tensors.items() if t is not None}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"per-impression tensors must share one shape (B,); got {shapes}")
@@ -56,7 +58,7 @@ def bce_product(factors: Sequence[tuple[Tensor, Tensor]], target: Tensor) -> Ten
     """
     if not factors:
         raise ValueError("a product needs at least one factor")
-    _check_same_shape(
+    check_same_shape(
         target=target, **{f"factor_{k}_{j}": t for k, f in enumerate(factors) for j, t in enumerate(f)}
     )
     dtype = factors[0][0].dtype
@@ -118,7 +120,7 @@ def click_bce(
     seen = seen_factor(batch)
     if seen is None:
         return F.binary_cross_entropy_with_logits(logit, target, weight=weight, reduction="none")
-    _check_same_shape(logit=logit, log_p_seen=seen[0], log_p_unseen=seen[1])
+    check_same_shape(logit=logit, log_p_seen=seen[0], log_p_unseen=seen[1])
     loss = bce_product([seen, sigmoid_factor(logit)], target)
     return loss if weight is None else loss * weight
 
@@ -174,7 +176,7 @@ def teacher_loss(
             f"loss weights must be >= 0; got w_ctr={w_ctr}, w_ctcvr={w_ctcvr}, w_duration={w_duration}"
         )
     logit_ctr, logit_cvr = out["logit_ctr"], out["logit_cvr"]
-    _check_same_shape(
+    check_same_shape(
         logit_ctr=logit_ctr, logit_cvr=logit_cvr, click=click, long_read=long_read, duration=duration
     )
     click = click.to(logit_ctr.dtype)
@@ -183,7 +185,7 @@ def teacher_loss(
     if seen is None:
         parts = {"loss_ctr": F.binary_cross_entropy_with_logits(logit_ctr, click)}
     else:
-        _check_same_shape(logit_ctr=logit_ctr, log_p_seen=seen[0], log_p_unseen=seen[1])
+        check_same_shape(logit_ctr=logit_ctr, log_p_seen=seen[0], log_p_unseen=seen[1])
         parts = {"loss_ctr": bce_product([seen, sigmoid_factor(logit_ctr)], click).mean()}
     if esmm:
         parts["loss_ctcvr"] = bce_ctcvr_from_logits(logit_ctr, logit_cvr, click * long_read, seen).mean()
@@ -195,7 +197,7 @@ def teacher_loss(
     if w_duration > 0:
         if duration is None or "dur_log" not in out:
             raise ValueError("w_duration > 0 needs `duration` and a teacher built with duration_head=True")
-        _check_same_shape(dur_log=out["dur_log"], duration=duration)
+        check_same_shape(dur_log=out["dur_log"], duration=duration)
         sq = (out["dur_log"] - torch.log1p(duration.to(logit_ctr.dtype))) ** 2
         parts["loss_duration"] = _masked_mean(sq, click > 0)
         loss = loss + w_duration * parts["loss_duration"]
@@ -234,7 +236,7 @@ def distillation_loss(
         raise ValueError(f"unknown distillation loss {loss!r}; valid: {DISTILL_LOSSES}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0; got {temperature}")
-    _check_same_shape(logit=logit, soft_label=soft_label)
+    check_same_shape(logit=logit, soft_label=soft_label)
     soft = soft_label.detach().to(logit.dtype)
     if not bool(((soft >= 0) & (soft <= 1)).all()):
         raise ValueError(
@@ -267,13 +269,13 @@ def soft_target_from_teacher(out: Mapping[str, Tensor], target: str, duration_ca
 Batch = Mapping[str, Tensor]
 """A training batch (:mod:`dmtl.data`): ``click``, ``long_read``, ``duration`` and, for students that learn
 from the teacher, ``soft_label``; with ``students.common.position_bias``, the position factor ``log_p_seen``,
-``log_p_unseen`` that :class:`dmtl.training.StudentModule` adds for students whose label needs a click
+``log_p_unseen`` that :class:`dmtl.modules.StudentModule` adds for students whose label needs a click
 (:attr:`dmtl.vocab.Student.click_label`); every tensor of shape ``(B,)``."""
 
 
 def _labels(logit: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
     click, long_read, duration = batch["click"], batch["long_read"], batch["duration"]
-    _check_same_shape(
+    check_same_shape(
         logit=logit, click=click, long_read=long_read, duration=duration, soft_label=batch.get("soft_label")
     )
     return click.to(logit.dtype), long_read.to(logit.dtype), duration.to(logit.dtype)
@@ -377,71 +379,9 @@ def student_loss(
     return STUDENT_LOSSES[name](logit, batch, duration_scale, distill)
 
 
-# ------------------------------------------------------------------------------------ sampled softmax
-def sampled_softmax_loss(
-    user_emb: Tensor, item_emb: Tensor, item_row: Tensor, log_q: Tensor, weight: Tensor, n_negatives: int
-) -> Tensor:
-    """In-batch sampled softmax with the log-Q correction (Yi et al., RecSys 2019), rows weighted.
-
-    Row ``i`` is the pair (user ``i``, item ``i``); the items of the batch's first ``n_negatives`` rows are
-    the negatives of every row (the batch is shuffled, so they are a sample of the training stream; with
-    ``n_negatives >= B`` every other row's item is a negative, the classic in-batch softmax). Because an
-    item enters a batch with probability ``q_j`` (its share of the stream), popular items would be
-    over-penalised as negatives; subtracting ``log q_j`` from every logit corrects the sampled softmax towards
-    the full softmax over the corpus. A negative holding row ``i``'s own item ("accidental hit", including
-    row ``i`` itself) is masked.
-
-    ``loss = sum_i w_i * -log softmax([<u_i, v_i> - log q_i, <u_i, v_j> - log q_j for j])[0] / sum_i w_i``
-    (0 when no row has weight): a row's weight is how much the student's target says the pair is a positive
-    (:data:`SOFTMAX_WEIGHTS`). The cost is ``B * n_negatives`` logits rather than ``B * B``.
-
-    Args:
-        user_emb: ``(B, d)`` user-tower outputs.
-        item_emb: ``(B, d)`` item-tower outputs of the same rows.
-        item_row: ``(B,)`` item index of each row (for the accidental-hit mask).
-        log_q: ``(B,)`` log sampling probability of each row's item.
-        weight: ``(B,)`` non-negative row weights.
-        n_negatives: how many of the batch's rows serve as the shared negatives.
-    """
-    _check_same_shape(item_row=item_row, log_q=log_q, weight=weight)
-    if n_negatives < 1:
-        raise ValueError(f"n_negatives must be >= 1; got {n_negatives}")
-    log_q = log_q.to(user_emb.dtype)
-    n = min(int(n_negatives), len(item_row))
-    weight = weight.to(user_emb.dtype)
-    # Rows without weight add nothing to the loss; their items still serve as negatives. Only the weighted
-    # rows' logits are computed, and the constant part of every negative logit (-log q_j, -inf on an
-    # accidental hit) is one bias matrix outside the autograd graph, added by the matmul itself.
-    rows = torch.nonzero(weight > 0).squeeze(1)
-    if len(rows) == 0:
-        return (user_emb * item_emb).sum() * 0.0
-    user, weight = user_emb[rows], weight[rows]
-    positive = (user * item_emb[rows]).sum(dim=-1) - log_q[rows]
-    hit = item_row[rows, None] == item_row[None, :n]
-    bias = torch.where(hit, torch.tensor(float("-inf"), dtype=log_q.dtype), -log_q[None, :n])
-    negative = torch.addmm(bias, user, item_emb[:n].T)
-    nll = torch.logaddexp(positive, torch.logsumexp(negative, dim=1)) - positive
-    return (weight * nll).sum() / weight.sum()
-
-
-SoftmaxWeight = Callable[[Batch, float, "DistillConfig | None"], Tensor]
-SOFTMAX_WEIGHTS: dict[str, SoftmaxWeight] = {
-    # How much each logged impression counts as a positive of the student's target (docs/protocol.md §3).
-    "ctr": lambda b, scale, d: b["click"].float(),
-    "duration_regression": lambda b, scale, d: torch.log1p(b["duration"].float()),
-    "weighted_lr": lambda b, scale, d: b["click"].float() * b["duration"].float() / scale,
-    "ctcvr_hard": lambda b, scale, d: (b["click"] * b["long_read"]).float(),
-    "dmtl": lambda b, scale, d: (
-        b["soft_label"].float() + d.hard_weight * (b["click"] * b["long_read"]).float()
-    ),
-}
-"""Each student's row weight in the ``sampled_softmax`` objective: its target as a positive weight."""
-
-
 __all__ = [
     "DISTILL_LOSSES",
     "SOFT_LABEL_EPS",
-    "SOFTMAX_WEIGHTS",
     "STUDENT_LOSSES",
     "bce_ctcvr_from_logits",
     "bce_product",
@@ -451,7 +391,6 @@ __all__ = [
     "bernoulli_kl_with_logits",
     "distillation_loss",
     "soft_label_logit",
-    "sampled_softmax_loss",
     "soft_target_from_teacher",
     "ctcvr_hard_loss",
     "ctr_loss",

@@ -4,8 +4,8 @@
   loss (:data:`dmtl.losses.STUDENT_LOSSES`).
 - ``sampled_softmax``: a retrieval objective over the corpus. Each impression is a (user, item) row of an
   in-batch softmax whose negatives are the batch's other items, log-Q corrected
-  (:func:`dmtl.losses.sampled_softmax_loss`), and weighted by how much the student's target says the pair is
-  a positive (:data:`dmtl.losses.SOFTMAX_WEIGHTS`): clicks for ``ctr``, long reads for ``ctcvr_hard``,
+  (:func:`dmtl.sampled_softmax.sampled_softmax_loss`), and weighted by how much the student's target says the pair is
+  a positive (:data:`dmtl.sampled_softmax.SOFTMAX_WEIGHTS`): clicks for ``ctr``, long reads for ``ctcvr_hard``,
   duration for the two duration students, the teacher's soft label for ``dmtl``.
 
 A student that learns from the teacher may add **teacher-labelled unexposed pairs** to every batch
@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from dmtl.config import StudentConfig
 from dmtl.data import UnexposedSampler
-from dmtl.losses import SOFTMAX_WEIGHTS, distillation_loss, sampled_softmax_loss, student_loss
+from dmtl.losses import distillation_loss, student_loss
 from dmtl.models.two_tower import TwoTower
+from dmtl.sampled_softmax import SOFTMAX_WEIGHTS, sampled_softmax_loss
 
 Batch = Mapping[str, Tensor]
 

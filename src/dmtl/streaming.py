@@ -12,13 +12,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import IterableDataset
 
-from dmtl.data import ImpressionTensors, StepGroups
+from dmtl.data import ImpressionDataModule, ImpressionTensors
 from dmtl.features import SPLITS
 from dmtl.shards import ShardedPrepared
 
@@ -202,27 +201,13 @@ class ShardStream(IterableDataset):
             carry = frame.iloc[rows[full:]]
 
 
-class ShardDataModule(L.LightningDataModule):
+class ShardDataModule(ImpressionDataModule):
     """:class:`dmtl.data.ImpressionDataModule` over shards: train on the training shards (batches grouped by
-    ``steps_per_call``), validate on the validation shards."""
+    ``steps_per_call``), validate on the validation shards (``data`` is a :class:`ShardedData`)."""
 
-    def __init__(
-        self,
-        data: ShardedData,
-        batch_size: int,
-        seed: int,
-        eval_batch_size: int | None = None,
-        steps_per_call: int = 1,
-    ):
-        super().__init__()
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.eval_batch_size = eval_batch_size or 4 * batch_size
-        self.train_stream = ShardStream(data, "train", batch_size, shuffle=True, seed=seed)
-        self.train_groups = StepGroups(self.train_stream, steps_per_call)  # type: ignore[arg-type]
-        self.val_stream = ShardStream(data, "val", self.eval_batch_size, shuffle=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_groups, batch_size=None, num_workers=0)
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_stream, batch_size=None, num_workers=0)
+    def streams(self) -> tuple[IterableDataset, IterableDataset]:
+        """The training shards' stream (shuffled by ``seed``) and the validation shards' stream."""
+        return (
+            ShardStream(self.data, "train", self.batch_size, shuffle=True, seed=self.seed),
+            ShardStream(self.data, "val", self.eval_batch_size, shuffle=False),
+        )

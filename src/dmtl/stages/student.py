@@ -19,23 +19,15 @@ from dmtl.data import ImpressionTensors, UnexposedSampler
 from dmtl.features import Prepared
 from dmtl.io import write_csv, write_json
 from dmtl.losses import soft_target_from_teacher
+from dmtl.modules import StudentModule, TeacherModule, build_student, build_teacher, student_position_column
 from dmtl.objectives import StudentObjective, UnexposedPairs, item_log_q
 from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
+from dmtl.predict import tower_embeddings
 from dmtl.selection import ValidationMetric
 from dmtl.shards import PREDICTIONS, ShardedPrepared
 from dmtl.streaming import ShardedData, SoftLabels
-from dmtl.training import (
-    StudentModule,
-    TeacherModule,
-    build_student,
-    build_teacher,
-    fit,
-    save_state,
-    seed_everything,
-    student_position_column,
-    tower_embeddings,
-)
+from dmtl.training import fit, save_state, seed_everything
 
 
 def build_module(
@@ -97,7 +89,7 @@ def build_module(
 
 
 def _teacher(study: Study, prepared: Prepared) -> TeacherModule:
-    """A fresh default teacher for this data (context inputs chosen by name, :func:`dmtl.training.build_teacher`)."""
+    """A fresh default teacher for this data (context inputs chosen by name, :func:`dmtl.modules.build_teacher`)."""
     context = prepared.meta["context_features"]
     model = build_teacher(prepared.cardinalities, study.teacher, "default", context)
     return TeacherModule(model, study.teacher, "default", context)

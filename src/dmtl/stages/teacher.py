@@ -17,19 +17,13 @@ from dmtl.config import Study
 from dmtl.io import jsonable, write_csv, write_json, write_parquet
 from dmtl.metrics import teacher_ranking_metrics
 from dmtl.models.position import POSITION_FEATURE
+from dmtl.modules import TeacherModule, build_teacher
 from dmtl.parallel import map_runs, prepared_data
 from dmtl.paths import Paths
+from dmtl.predict import predict_teacher, predict_teacher_shards
 from dmtl.shards import PREDICTIONS, ShardedPrepared, read_predictions
 from dmtl.stats.intervals import mean_ci
-from dmtl.training import (
-    TeacherModule,
-    build_teacher,
-    fit,
-    predict_teacher,
-    predict_teacher_shards,
-    save_state,
-    seed_everything,
-)
+from dmtl.training import fit, save_state, seed_everything
 
 
 def _train_run(
@@ -90,7 +84,7 @@ def run_teacher(study: Study, root: str | Path = ".") -> dict[str, Any]:
     side in ``train.workers`` processes.
 
     The predictions written (the students' soft labels) and scored are the teacher's own: with
-    ``teacher.position: bias`` position-free, at the top of the feed (:class:`dmtl.training.TeacherModule`).
+    ``teacher.position: bias`` position-free, at the top of the feed (:class:`dmtl.modules.TeacherModule`).
     """
     paths = Paths(root)
     prepared, _ = prepared_data(paths.data)

@@ -93,23 +93,8 @@ def mean_ci(
         t_{n-1} * sd / sqrt(n)`` (``interval == "t"``) or its logit-scale twin (``"logit-t"``). With one
         finite value the bounds are ``nan``; with none the mean is too.
     """
-    level = _level(level)
     v = np.asarray(values, dtype=np.float64).ravel()
-    finite = v[np.isfinite(v)]
-    mean, sd, low, high = _t_interval(finite, level)
-    if bounds is not None:
-        low, high = bounded_t_interval(finite, level, bounds)
-    return {
-        "mean": mean,
-        "sd": sd,
-        "ci_low": low,
-        "ci_high": high,
-        "n": int(finite.size),
-        "n_missing": int(v.size - finite.size),
-        "level": level,
-        "values": [float(x) for x in v],
-        "interval": "t" if bounds is None else "logit-t",
-    }
+    return _seed_interval(v, _level(level), bounds, "values")
 
 
 def paired_diff(
@@ -139,20 +124,27 @@ def paired_diff(
     vb = np.asarray(b, dtype=np.float64).ravel()
     if va.shape != vb.shape:
         raise ValueError(f"paired values need one value per seed on both sides, got {va.size} and {vb.size}")
-    d = va - vb
-    finite = d[np.isfinite(d)]
+    return _seed_interval(va - vb, level, None if bounds is None else difference_bounds(bounds), "diffs")
+
+
+def _seed_interval(
+    v: np.ndarray, level: float, bounds: tuple[float, float] | None, values_key: str
+) -> dict[str, Any]:
+    """The summary :func:`mean_ci` and :func:`paired_diff` return for per-seed values ``v`` (``nan`` seeds
+    left out): the t interval, or within ``bounds`` the logit-scale one; ``v`` itself under ``values_key``."""
+    finite = v[np.isfinite(v)]
     mean, sd, low, high = _t_interval(finite, level)
     if bounds is not None:
-        low, high = bounded_t_interval(finite, level, difference_bounds(bounds))
+        low, high = bounded_t_interval(finite, level, bounds)
     return {
         "mean": mean,
         "sd": sd,
         "ci_low": low,
         "ci_high": high,
         "n": int(finite.size),
-        "n_missing": int(d.size - finite.size),
+        "n_missing": int(v.size - finite.size),
         "level": level,
-        "diffs": [float(x) for x in d],
+        values_key: [float(x) for x in v],
         "interval": "t" if bounds is None else "logit-t",
     }
 

@@ -1,28 +1,14 @@
-"""Typed, validated configuration of every stage: one frozen dataclass per group of ``params.yaml``.
-
-``params.yaml`` is the one place defaults live: every field here is required, so a key missing from the
-file is an error, never a silent fallback in code. :func:`build` turns the YAML tree into a :class:`Study`
-and refuses unknown keys and bad values with a message that names the key and lists the valid options;
-:meth:`Study.to_dict` gives the tree back (what sweeps override and what metrics files record).
-
-A field's rule (:func:`rule`, built from :mod:`dmtl.rules`) validates and normalises its value (lists become tuples, so a config cannot
-be changed after it is built). Models, Lightning modules and ``fit`` take these objects, so a parameter
-can be followed from ``params.yaml`` to the code that reads it by its attribute name.
-"""
+"""The config groups of the data, the shared training budget, the teacher, the students and evaluation
+(``data``, ``train``, ``teacher``, ``students``, ``eval`` of ``params.yaml``; :mod:`dmtl.config`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from dmtl import vocab as V
+from dmtl.config.base import as_mapping, build_group, check_keys, plain, rule, rule_fields, to_dict
 from dmtl.rules import (
-    Check,
-    ParamsError,
     boolean,
     choice,
     columns,
@@ -32,22 +18,10 @@ from dmtl.rules import (
     mapping,
     margins,
     number,
-    number_list,
     subset,
     tau,
     text,
 )
-
-
-# -------------------------------------------------------------------------------------------- groups
-def rule(check: Check, doc: str) -> Any:
-    """A required config field validated by ``check``; ``doc`` says what it means (shown by ``describe``)."""
-    return field(metadata={"check": check, "doc": doc})
-
-
-def group(doc: str) -> Any:
-    """A required field holding a nested config group."""
-    return field(metadata={"doc": doc})
 
 
 @dataclass(frozen=True)
@@ -201,7 +175,7 @@ class StudentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``students.<name>`` group as in params.yaml (distillation keys flattened into it)."""
-        out = {f: _plain(getattr(self, f)) for f in ("lr", "emb_dim", "weight_decay")}
+        out = {f: plain(getattr(self, f)) for f in ("lr", "emb_dim", "weight_decay")}
         if self.distill is not None:
             out.update(to_dict(self.distill))
         return out
@@ -223,17 +197,17 @@ class StudentsConfig:
         """``names``, ``common`` and one group per student of the vocabulary (distillation keys only for
         students that learn from the teacher)."""
         valid = ["names", "common", *V.STUDENT_NAMES]
-        tree = _as_mapping(tree, prefix, valid)
-        _check_keys(tree, valid, prefix)
+        tree = as_mapping(tree, prefix, valid)
+        check_keys(tree, valid, prefix)
         names = subset(V.STUDENT_NAMES, allow_empty=False)(prefix + "names", tree["names"])
         common = build_group(TowersConfig, tree["common"], prefix + "common.")
-        base = [f.name for f in _fields(StudentConfig)]
-        distill = [f.name for f in _fields(DistillConfig)]
+        base = [f.name for f in rule_fields(StudentConfig)]
+        distill = [f.name for f in rule_fields(DistillConfig)]
         by_name = {}
         for s in V.STUDENTS:
             key, keys = f"{prefix}{s.name}.", base + (distill if s.needs_teacher else [])
-            own = _as_mapping(tree[s.name], key, keys)
-            _check_keys(own, keys, key)
+            own = as_mapping(tree[s.name], key, keys)
+            check_keys(own, keys, key)
             d = build_group(DistillConfig, {k: own[k] for k in distill}, key) if s.needs_teacher else None
             by_name[s.name] = build_group(
                 StudentConfig, {k: own[k] for k in base}, key, name=s.name, distill=d
@@ -281,211 +255,3 @@ class EvalConfig:
     bait_min_impressions: int = rule(
         number(1, None, True), "real data: training impressions for the bait rule"
     )
-
-
-@dataclass(frozen=True)
-class TuningGrid:
-    """``tuning.grid``: the same grid for the teacher and every student."""
-
-    lr: tuple[float, ...] = rule(number_list(1e-6, 1.0), "learning rates")
-    emb_dim: tuple[int, ...] = rule(number_list(1, 1024, integer=True), "embedding sizes")
-
-
-def distill_variants(key: str, value: Any) -> dict[str, dict[str, Any]]:
-    """``tuning.distill_variants``: ``"<sweep>=<value>"`` -> the dotted overrides that make that variant."""
-    out = {}
-    for label, over in mapping(key, value).items():
-        if not isinstance(label, str) or "=" not in label:
-            raise ParamsError(f"{key}: {label!r} must read '<sweep name>=<value>', e.g. 'distill_loss=mse'")
-        out[label] = mapping(f"{key}.{label}", over)
-    return out
-
-
-@dataclass(frozen=True)
-class TuningConfig:
-    """``tuning``: `make tune`, one grid for every model, chosen on one validation metric."""
-
-    seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds of every grid point")
-    objectives: tuple[str, ...] = rule(
-        subset(V.OBJECTIVES, allow_empty=False), "training objectives compared"
-    )
-    grid: TuningGrid = group("the grid")
-    distill_variants: dict[str, dict[str, Any]] = rule(
-        distill_variants, "the reference's other distillation losses, each tuned for its ablation sweep"
-    )
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """One sweep of ``sweeps.grid``: a dotted parameter and its values.
-
-    Attributes:
-        param: the swept dotted key.
-        values: its values, one grid point each.
-        fixed: dotted keys set at every point (e.g. ``students.dmtl.distill_loss: kl`` for a sweep of the KL
-            temperature).
-        regime: the sweep moves a property of the data (density, cold items, ...): one axis of the report's
-            map of where distillation helps, rather than an ablation of a modelling choice.
-        at: dotted keys set at one value only (``str(value)`` -> settings), e.g. the learning rate tuned for
-            that distillation loss (written by ``python -m dmtl.tuning apply``).
-    """
-
-    param: str
-    values: tuple[Any, ...]
-    fixed: dict[str, Any] = field(default_factory=dict)
-    regime: bool = False
-    at: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-_SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-def sweep_grid(key: str, value: Any) -> dict[str, SweepSpec]:
-    out = {}
-    for name, spec in mapping(key, value).items():
-        if not isinstance(name, str) or not _SWEEP_NAME.fullmatch(name):
-            # The name becomes a folder (sweeps/<name>/) and an argument of dvc.yaml's shell command.
-            raise ParamsError(
-                f"sweeps.grid: the sweep name {name!r} must be letters, digits, '_' or '-' (it names a folder "
-                "and is passed to a shell command by dvc.yaml)"
-            )
-        if (
-            not isinstance(spec, Mapping)
-            or not {"param", "values"} <= set(spec) <= {"param", "values", "fixed", "regime", "at"}
-            or not isinstance(spec["param"], str)
-            or not isinstance(spec["values"], list | tuple)
-            or not spec["values"]
-            or not isinstance(spec.get("fixed", {}), Mapping)
-            or not isinstance(spec.get("regime", False), bool)
-            or not isinstance(spec.get("at", {}), Mapping)
-            or not all(isinstance(v, Mapping) for v in spec.get("at", {}).values())
-        ):
-            raise ParamsError(
-                f"sweeps.grid.{name} = {spec!r} must be {{param: dotted.key, values: [a non-empty list]}}, "
-                "optionally with fixed: {dotted.key: value} and regime: true|false"
-            )
-        at = {str(k): dict(v) for k, v in spec.get("at", {}).items()}
-        unknown = sorted(set(at) - {str(v) for v in spec["values"]})
-        if unknown:
-            raise ParamsError(f"sweeps.grid.{name}.at names {unknown}, which are not among its values")
-        out[name] = SweepSpec(
-            spec["param"], tuple(spec["values"]), dict(spec.get("fixed", {})), spec.get("regime", False), at
-        )
-    return out
-
-
-@dataclass(frozen=True)
-class SweepsConfig:
-    """``sweeps``: the ablations of docs/protocol.md section 2, each run by dmtl.sweep."""
-
-    seeds: tuple[int, ...] = rule(int_list(lo=0, unique=True), "model seeds of every grid point")
-    students: tuple[str, ...] = rule(subset(V.STUDENT_NAMES, allow_empty=False), "students each point trains")
-    workers: int = rule(number(1, 64, True), "grid points run at once")
-    n_boot_ranking: int = rule(
-        number(100, 100_000, True), "bootstrap replicates of the ranking AUCs of a point"
-    )
-    grid: dict[str, SweepSpec] = rule(sweep_grid, "name -> {param, values, fixed, regime}")
-
-
-@dataclass(frozen=True)
-class Study:
-    """The whole ``params.yaml``: one typed group per stage family."""
-
-    data: DataConfig = group("the log and its split")
-    train: TrainConfig = group("the shared training budget")
-    teacher: TeacherConfig = group("the teacher")
-    students: StudentsConfig = group("the students")
-    eval: EvalConfig = group("evaluation")
-    tuning: TuningConfig = group("the tuning grid")
-    sweeps: SweepsConfig = group("the ablation sweeps")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The YAML tree again (lists, plain dicts): what overrides are applied to."""
-        return to_dict(self)
-
-
-GROUPS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Study))
-
-
-# ----------------------------------------------------------------------------------------- building
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, SweepSpec):
-        out = {"param": value.param, "values": [_plain(v) for v in value.values]}
-        if value.fixed:
-            out["fixed"] = _plain(value.fixed)
-        if value.regime:
-            out["regime"] = True
-        if value.at:
-            out["at"] = _plain(value.at)
-        return out
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as its YAML tree (tuples become lists)."""
-    if hasattr(config, "to_dict") and not isinstance(config, Study):
-        return config.to_dict()
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
-    return out
-
-
-def _fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if "check" in f.metadata or "doc" in f.metadata]
-
-
-def _check_keys(tree: Mapping[str, Any], valid: list[str], prefix: str) -> None:
-    unknown = [k for k in tree if k not in valid]
-    if unknown:
-        where = prefix.rstrip(".") or "params.yaml"
-        raise ParamsError(
-            f"unknown key(s) {[prefix + k for k in unknown]} in {where}; valid keys: {sorted(valid)}"
-        )
-    missing = [k for k in valid if k not in tree]
-    if missing:
-        raise ParamsError(f"missing key(s) {[prefix + k for k in missing]}")
-
-
-def _as_mapping(value: Any, prefix: str, valid: list[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ParamsError(f"{prefix.rstrip('.')} must be a mapping with keys {sorted(valid)}")
-    return value
-
-
-def build_group(cls: type, tree: Any, prefix: str, **extra: Any) -> Any:
-    """Build dataclass ``cls`` from ``tree`` (the group at dotted ``prefix``), validating every field.
-
-    A field with a rule is checked by it; a field without one holds a nested group, built by that group's
-    ``from_tree`` when it has one (``students``) or field by field otherwise.
-    """
-    fields = _fields(cls)
-    valid = [f.name for f in fields]
-    tree = _as_mapping(tree, prefix, valid)
-    _check_keys(tree, valid, prefix)
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in fields:
-        key = prefix + f.name
-        if "check" in f.metadata:
-            values[f.name] = f.metadata["check"](key, tree[f.name])
-        else:
-            sub = hints[f.name]
-            make = getattr(sub, "from_tree", None) or (lambda t, p, sub=sub: build_group(sub, t, p))
-            values[f.name] = make(tree[f.name], key + ".")
-    return cls(**values, **extra)
-
-
-def build(tree: Any) -> Study:
-    """Build and validate the whole study configuration from the ``params.yaml`` tree."""
-    return build_group(Study, tree, "")
-
-
-def describe(cls: type) -> dict[str, str]:
-    """Field name -> its documentation line: what each key of a group means."""
-    return {f.name: f.metadata.get("doc", "") for f in _fields(cls)}
