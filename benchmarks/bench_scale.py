@@ -12,8 +12,8 @@ Each size runs in a fresh process (so its peak memory is its own) with the study
 many impressions (``--scale users`` scales the users instead; :func:`_world` says why density is the
 default):
 
-- ``simulate``: the log drawn one chunk of users at a time into Parquet shards (:func:`dmtl.sharding.simulate_log_shards`);
-- ``prepare``: split, tau, labels and encodings in two passes over the shards (:func:`dmtl.sharding.prepare_shards`);
+- ``simulate``: the log drawn one chunk of users at a time into Parquet shards (:func:`dmtl.log_shards.simulate_log_shards`);
+- ``prepare``: split, tau, labels and encodings in two passes over the shards (:func:`dmtl.shard_prepare.prepare_shards`);
 - ``teacher``: one epoch streamed from the training shards (:class:`dmtl.streaming.ShardStream`), then its
   validation pass;
 - ``soft_labels``: the teacher's predictions written per training and validation shard;
@@ -229,9 +229,10 @@ def _stages_shards(mem: PeakRSS, study: Any, train: Any, config: Any, seed: int,
     import pyarrow.parquet as pq
     from training_common import new_student
 
+    from dmtl.log_shards import simulate_log_shards
     from dmtl.modules import TeacherModule, build_teacher
     from dmtl.predict import predict_teacher_shards, tower_embeddings
-    from dmtl.sharding import prepare_shards, simulate_log_shards
+    from dmtl.shard_prepare import prepare_shards
     from dmtl.streaming import ShardedData, SoftLabels
     from dmtl.training import fit
 

@@ -150,7 +150,7 @@ def test_the_training_split_check_is_the_evaluations_bait_rule(tmp_path: Path) -
     """check_prepared refuses exactly when the evaluation's rule (dmtl.truth) would be empty."""
     from dmtl.checks import check_prepared
     from dmtl.features import prepare
-    from dmtl.generic import load_generic
+    from dmtl.sources.generic import load_generic
     from dmtl.truth import LoggedTruth
 
     prepared = prepare(load_generic(write_log(tmp_path / "log", small_log())), 1, 2, "mean")

@@ -170,7 +170,8 @@ class ShardRecorder(Callback):
 def tiny_shards(tmp_path_factory) -> Iterator[tuple]:
     """The tiny preset's log in 4 shards of whole users, prepared shard by shard (dmtl.shards)."""
     from dmtl import params as P
-    from dmtl.sharding import prepare_shards, write_log_shards
+    from dmtl.log_shards import write_log_shards
+    from dmtl.shard_prepare import prepare_shards
     from dmtl.sources.simulator.config import make_config
     from dmtl.sources.simulator.world import simulate
 

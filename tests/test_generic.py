@@ -1,4 +1,4 @@
-"""Tests for the generic click + duration format and the shared validation policies (dmtl.generic)."""
+"""Tests for the generic click + duration format and the shared validation policies (dmtl.sources.generic, dmtl.sources.ingest)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmtl.generic import as_category, load_generic, to_epoch_ms_and_day
 from dmtl.schema import DataError, LoadOptions
+from dmtl.sources.generic import load_generic
+from dmtl.sources.ingest.convert import to_epoch_ms_and_day
+from dmtl.sources.ingest.side_features import as_category
 
 DAY0 = 1650844800  # 2022-04-25 00:00:00 UTC, epoch seconds
 COLUMNS = {"user_id": "uid", "item_id": "vid", "time": "ts", "click": "clk", "duration": "dur"}
@@ -201,7 +203,7 @@ def test_feature_file_not_covering_the_log_adds_missing_rows_with_a_warning(
     _write(tmp_path, "impressions.csv", _impressions())
     # User 1 twice with identical features (dropped); user 2 absent from the file.
     _write(tmp_path, "users.csv", pd.DataFrame({"user_id": [1, 1, 7], "segment": ["a", "a", "b"]}))
-    with caplog.at_level(logging.WARNING, logger="dmtl.generic"):
+    with caplog.at_level(logging.WARNING, logger="dmtl.sources.ingest"):
         log = load_generic(tmp_path, COLUMNS)
     assert log.users.to_dict("list") == {"user_id": [1, 2], "segment": ["a", "missing"]}
     assert log.meta["policy_counts"]["user_ids_missing_from_features"] == 1
@@ -296,7 +298,7 @@ def test_extreme_durations_are_capped_counted_and_logged(
 ) -> None:
     # One click of 1e12 s among ordinary reads: capped to max_duration_s (4 h by default), counted, warned.
     _write(tmp_path, "impressions.csv", _impressions(clk=[1, 1, 1, 0], dur=[30.0, 20.0, 1e12, np.nan]))
-    with caplog.at_level(logging.WARNING, logger="dmtl.generic"):
+    with caplog.at_level(logging.WARNING, logger="dmtl.sources.ingest"):
         log = load_generic(tmp_path, COLUMNS)
     assert log.impressions["duration"].tolist() == [30.0, 0.0, 20.0, 14_400.0]  # in time order
     assert log.meta["policy_counts"]["durations_capped"] == 1 and log.meta["duration_cap_s"] == 14_400.0
@@ -335,7 +337,7 @@ def test_non_utf8_header_and_utf8_bom(tmp_path: Path) -> None:
 
 
 def test_an_encoding_error_past_the_first_chunk_names_its_line(tmp_path: Path) -> None:
-    from dmtl.generic import encoding_error
+    from dmtl.sources.ingest.reading import encoding_error
 
     path = tmp_path / "big.csv"
     # 1 MiB chunks: put a two-byte character across the first chunk boundary, and a bad byte far later.

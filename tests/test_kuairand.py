@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmtl.kuairand import USER_FEATURES, load_kuairand, scan_kuairand, video_length_bands
 from dmtl.schema import DataError
+from dmtl.sources.kuairand.files import scan_kuairand
+from dmtl.sources.kuairand.load import USER_FEATURES, load_kuairand, video_length_bands
 
 SHARED_SLICE = Path(__file__).resolve().parents[2] / "shared/data/kuairand-pure"
 
@@ -292,7 +293,7 @@ def test_wrong_files_are_named(pure_dir: Path) -> None:
 
 def test_feature_file_not_covering_the_log(pure_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     _write(pure_dir, "user_features_pure.csv", _users([0, 1]))  # user 2 absent
-    with caplog.at_level(logging.WARNING, logger="dmtl.generic"):
+    with caplog.at_level(logging.WARNING, logger="dmtl.sources.ingest"):
         log = load_kuairand(pure_dir)
     assert log.users.set_index("user_id").loc[2].eq("missing").all()
     assert log.meta["policy_counts"]["user_ids_missing_from_features"] == 1

@@ -63,7 +63,7 @@ def test_kuairand_slice_length_aware_label_does_not_reduce_to_video_length():
     """On the shared KuaiRand slice the duration rule's long reads are mostly long videos; per length band
     the share of long reads among clicks is about the same in every band."""
     from dmtl.features import LabelRule, prepare
-    from dmtl.kuairand import load_kuairand
+    from dmtl.sources.kuairand.load import load_kuairand
 
     log = load_kuairand("/work/shared/data/kuairand-pure")
     by = {}

@@ -1,5 +1,6 @@
-"""The out-of-core data path (dmtl.sharding, dmtl.shards, dmtl.streaming, dmtl.chunked): shards give the in-memory path's data, and the
-streaming reader covers every training row once per epoch, deterministically, each DDP rank its own shards."""
+"""The out-of-core data path (dmtl.log_shards, dmtl.shard_prepare, dmtl.shards, dmtl.streaming,
+dmtl.sources.ingest.chunked): shards give the in-memory path's data, and the streaming reader covers every
+training row once per epoch, deterministically, each DDP rank its own shards."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dmtl import sharding as W
 from dmtl import shards as S
 from dmtl import streaming as T
 from dmtl.features import LabelRule, prepare
+from dmtl.log_shards import choose_storage, storage_for, write_log_shards
 from dmtl.schema import DataError, FeedLog
+from dmtl.shard_prepare import prepare_shards
 from dmtl.sources.simulator.config import make_config
 from dmtl.sources.simulator.world import simulate, simulate_in_chunks
 
@@ -35,9 +37,9 @@ def sharded(tiny, tmp_path_factory) -> tuple[S.ShardedPrepared, object]:
     """The tiny log cut into 5 shards and prepared shard by shard, beside the in-memory preparation."""
     log, _ = tiny
     root = tmp_path_factory.mktemp("shards")
-    shards = W.write_log_shards(log, root / "log", shard_rows=8_000)
+    shards = write_log_shards(log, root / "log", shard_rows=8_000)
     assert len(shards.files) == 5
-    return W.prepare_shards(shards, root / "data"), prepare(log)
+    return prepare_shards(shards, root / "data"), prepare(log)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -71,9 +73,7 @@ def test_length_band_labels_match(tiny, tmp_path) -> None:
     feed = FeedLog(log.impressions, log.users, items, "generic:x")
     rule = LabelRule("length_band", 1.0, 5)
     mem = prepare(feed, labels=rule)
-    shards = W.prepare_shards(
-        W.write_log_shards(feed, tmp_path / "log", 6_000), tmp_path / "data", labels=rule
-    )
+    shards = prepare_shards(write_log_shards(feed, tmp_path / "log", 6_000), tmp_path / "data", labels=rule)
     for key in ("tau_seconds", "band_edges_s", "band_tau_s", "impressions_without_length"):
         assert shards.meta[key] == mem.meta[key]
     whole = shards.to_prepared().impressions
@@ -82,13 +82,13 @@ def test_length_band_labels_match(tiny, tmp_path) -> None:
 
 def test_shards_must_hold_whole_users(tiny, tmp_path) -> None:
     log, _ = tiny
-    shards = W.write_log_shards(log, tmp_path / "log", 8_000)
+    shards = write_log_shards(log, tmp_path / "log", 8_000)
     # A user split over two shards: the repeated-impression rule could not be checked shard by shard.
     first = pd.read_parquet(shards.files[0])
     moved = first[first["user_id"] == first["user_id"].iloc[0]].iloc[:1]
     pd.concat([pd.read_parquet(shards.files[1]), moved]).to_parquet(shards.files[1], index=False)
     with pytest.raises(DataError, match=r"part-00001\.parquet.*user_id.*earlier shard"):
-        W.prepare_shards(shards, tmp_path / "data")
+        prepare_shards(shards, tmp_path / "data")
 
 
 def test_chunked_simulation_keeps_the_world_and_draws_chunks_of_users() -> None:
@@ -215,16 +215,16 @@ def test_teacher_predictions_per_shard(sharded, tmp_path) -> None:
 
 
 def test_storage_choice() -> None:
-    assert W.choose_storage("auto", 1e6) == "memory"
-    assert W.choose_storage("auto", S.AUTO_SHARDS_ABOVE + 1) == "shards"
-    assert W.choose_storage("shards", 10) == "shards"
-    assert W.choose_storage("memory", 1e9) == "memory"
+    assert choose_storage("auto", 1e6) == "memory"
+    assert choose_storage("auto", S.AUTO_SHARDS_ABOVE + 1) == "shards"
+    assert choose_storage("shards", 10) == "shards"
+    assert choose_storage("memory", 1e9) == "memory"
     from dmtl import params as P
 
     study = P.load(REPO / "params.yaml")
-    assert study.data.storage == "auto" and W.storage_for(study.data) == "memory"  # the default study
+    assert study.data.storage == "auto" and storage_for(study.data) == "memory"  # the default study
     large = P.load(REPO / "params.yaml", {"data.preset": "large", "data.sim": {"sessions_per_user_day": 1.0}})
-    assert W.storage_for(large.data) == "shards"  # 22M scheduled impressions
+    assert storage_for(large.data) == "shards"  # 22M scheduled impressions
 
 
 def test_study_stages_on_shards(tmp_path) -> None:
@@ -294,8 +294,7 @@ def _generic_folder(log: FeedLog, folder: Path) -> Path:
 
 
 def test_chunked_generic_log_is_the_in_memory_load(tiny, tmp_path) -> None:
-    from dmtl.chunked import load_generic_shards
-    from dmtl.generic import load_generic
+    from dmtl.sources.generic import load_generic, load_generic_shards
 
     log, _ = tiny
     folder = _generic_folder(log, tmp_path / "log")
@@ -310,7 +309,7 @@ def test_chunked_generic_log_is_the_in_memory_load(tiny, tmp_path) -> None:
         assert shards.meta["policy_counts"][policy] == feed.meta["policy_counts"][policy]
     assert shards.meta["policy_counts"]["exact_duplicate_rows_dropped"] == 3
     mem = prepare(feed)
-    prepared = W.prepare_shards(shards, tmp_path / "data")
+    prepared = prepare_shards(shards, tmp_path / "data")
     assert prepared.meta["tau_seconds"] == mem.meta["tau_seconds"]
     assert {k: prepared.meta[k] for k in mem.meta} == mem.meta
     whole = prepared.to_prepared().impressions
@@ -318,7 +317,7 @@ def test_chunked_generic_log_is_the_in_memory_load(tiny, tmp_path) -> None:
 
 
 def test_chunked_errors_name_the_file_column_and_line(tiny, tmp_path) -> None:
-    from dmtl.chunked import load_generic_shards
+    from dmtl.sources.generic import load_generic_shards
 
     log, _ = tiny
     folder = _generic_folder(log, tmp_path / "log")
@@ -337,7 +336,7 @@ def test_chunked_errors_name_the_file_column_and_line(tiny, tmp_path) -> None:
 
 
 def test_chunked_log_sizes_go_through_the_preflight_checks(tiny, tmp_path) -> None:
-    from dmtl.chunked import load_generic_shards
+    from dmtl.sources.generic import load_generic_shards
 
     log, _ = tiny
     folder = _generic_folder(log, tmp_path / "log")
@@ -355,20 +354,20 @@ def test_chunked_log_sizes_go_through_the_preflight_checks(tiny, tmp_path) -> No
 def test_chunked_kuairand_slice_is_the_in_memory_load(tmp_path) -> None:
     if not SHARED_SLICE.is_dir():
         pytest.skip(f"shared KuaiRand slice not present at {SHARED_SLICE}")
-    from dmtl.chunked import load_kuairand_shards
-    from dmtl.kuairand import load_kuairand
+    from dmtl.sources.kuairand.load import load_kuairand
+    from dmtl.sources.kuairand.shards import load_kuairand_shards
 
     feed = load_kuairand(SHARED_SLICE)
     shards = load_kuairand_shards(SHARED_SLICE, tmp_path / "scratch", shard_rows=20_000)
     mem = prepare(feed, labels=LabelRule("length_band", 1.0, 5))
-    prepared = W.prepare_shards(shards, tmp_path / "data", labels=LabelRule("length_band", 1.0, 5))
+    prepared = prepare_shards(shards, tmp_path / "data", labels=LabelRule("length_band", 1.0, 5))
     assert {k: prepared.meta[k] for k in mem.meta} == mem.meta
     whole = prepared.to_prepared().impressions
     pd.testing.assert_frame_equal(_sorted(whole), _sorted(mem.impressions)[whole.columns])
 
 
 def test_estimated_rows(tiny, tmp_path) -> None:
-    from dmtl.chunked import estimate_rows
+    from dmtl.sources.registry import estimate_rows
 
     log, _ = tiny
     folder = _generic_folder(log, tmp_path / "csv")

@@ -15,8 +15,9 @@ from dmtl.features import prepare
 from dmtl.schema import IMPRESSION_COLUMNS, FeedLog, check_feed_log
 from dmtl.sources.simulator.calibration import CALIBRATION_TARGETS, calibration
 from dmtl.sources.simulator.config import PRESETS, SimConfig, make_config
+from dmtl.sources.simulator.feed import publisher_click_history
 from dmtl.sources.simulator.oracle import Oracle, affinity_columns
-from dmtl.sources.simulator.world import publisher_click_history, simulate
+from dmtl.sources.simulator.world import simulate
 
 SEED = 2021
 

@@ -6,7 +6,7 @@ in its first seconds with one message naming the file, the column or key, and th
 later from inside training or evaluation (docs/robustness.md section 2).
 
 The log's size is measured without loading it: the simulator's preset gives its sizes; for real data
-:func:`dmtl.generic.scan_generic` and :func:`dmtl.kuairand.scan_kuairand_size` read the headers and the
+:func:`dmtl.sources.generic.scan_generic` and :func:`dmtl.sources.kuairand.files.scan_kuairand_size` read the headers and the
 id, time/date and click columns only. Counts are taken before the loaders' de-duplication policies, so they
 bound the loaded log from above; :func:`dmtl.features.prepare` and :func:`check_prepared` keep the exact
 checks.
@@ -41,10 +41,10 @@ def log_size(study: Study) -> LogSize:
             n_days=config.n_days,
         )
     if data.source == "kuairand":
-        from dmtl.kuairand import scan_kuairand_size
+        from dmtl.sources.kuairand.files import scan_kuairand_size
 
         return scan_kuairand_size(data.path, logs=data.kuairand_logs, options=options)
-    from dmtl.generic import scan_generic
+    from dmtl.sources.generic import scan_generic
 
     return scan_generic(data.path, data.columns or None, options)
 

@@ -58,7 +58,7 @@ def fit_long_read(
     """The rule's thresholds (what :func:`apply_long_read` needs, and the metadata), from training clicks.
 
     Only clicked training impressions move a threshold, so passing those alone (in the log's order) gives
-    the same thresholds as passing every impression: what the sharded preparation (:mod:`dmtl.sharding`)
+    the same thresholds as passing every impression: what the sharded preparation (:mod:`dmtl.shard_prepare`)
     does. ``impressions_without_length`` counts the impressions passed.
 
     Args:

@@ -3,14 +3,15 @@
 The in-memory path (:func:`dmtl.features.prepare`, :class:`dmtl.data.ImpressionTensors`) holds every impression
 as tensors: the fastest on a small log, and its memory grows with the log (about 0.3 GB per million
 impressions from simulation to training). The out-of-core path, chosen by ``data.storage``
-(:func:`dmtl.sharding.storage_for`: ``memory``, ``shards``, or ``auto``: shards above
+(:func:`dmtl.log_shards.storage_for`: ``memory``, ``shards``, or ``auto``: shards above
 :data:`AUTO_SHARDS_ABOVE` impressions), keeps them on disk; its peak memory is one window of shards plus
 what grows with users and items (their feature tables, the simulator's latents) and with clicks (the
-clicked training durations tau is the mean of), not with impressions. Three modules:
+clicked training durations tau is the mean of), not with impressions. The modules:
 
-- :mod:`dmtl.sharding` writes them: the log as shards of whole users (the simulator's chunks, a real log
-  bucketed by user in :mod:`dmtl.chunked`), prepared in two passes (:func:`dmtl.sharding.prepare_shards`) into
-  ``<data>/shards/<split>/part-<k>.parquet``: the rows of :func:`dmtl.features.prepare` of the whole log.
+- :mod:`dmtl.log_shards` and :mod:`dmtl.shard_prepare` write them: the log as shards of whole users (the
+  simulator's chunks, a real log bucketed by user in :mod:`dmtl.sources.ingest.chunked`), prepared in two
+  passes (:func:`dmtl.shard_prepare.prepare_shards`) into ``<data>/shards/<split>/part-<k>.parquet``: the rows
+  of :func:`dmtl.features.prepare` of the whole log.
 - this module reads them (:class:`ShardedPrepared`, the stages' :func:`read_prepared`), and the teacher's
   per-shard predictions (``<teacher>/predictions/<split>/part-<k>.parquet``, row for row beside the shard).
 - :mod:`dmtl.streaming` streams them into training, a window of shards at a time.

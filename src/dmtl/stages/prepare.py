@@ -11,8 +11,9 @@ from dmtl.checks import check_prepared, input_summary, preflight
 from dmtl.config import Study
 from dmtl.features import LabelRule, Prepared, prepare
 from dmtl.io import write_json
+from dmtl.log_shards import simulate_log_shards, storage_for
 from dmtl.paths import Paths
-from dmtl.sharding import prepare_shards, simulate_log_shards, storage_for
+from dmtl.shard_prepare import prepare_shards
 from dmtl.shards import ShardedPrepared
 from dmtl.sources.registry import load_source
 
@@ -49,8 +50,9 @@ def run_prepare(study: Study, root: str | Path = ".") -> dict[str, Any]:
 
 
 def _run_prepare_shards(study: Study, paths: Paths, t0: float) -> dict[str, Any]:
-    """:func:`run_prepare` on the out-of-core path (``data.storage``, :mod:`dmtl.sharding`): the log is drawn or
-    read into shards of whole users (scratch, removed after), then prepared shard by shard."""
+    """:func:`run_prepare` on the out-of-core path (``data.storage``, :mod:`dmtl.log_shards`,
+    :mod:`dmtl.shard_prepare`): the log is drawn or read into shards of whole users (scratch, removed after),
+    then prepared shard by shard."""
     data = study.data
     scratch = paths.artifacts / ".log_shards"
     try:
@@ -63,7 +65,7 @@ def _run_prepare_shards(study: Study, paths: Paths, t0: float) -> dict[str, Any]
         else:
             # The pre-flight checks need the log's sizes, which the chunked loaders measure on their first
             # pass (the in-memory scans would hold whole columns), before anything is prepared.
-            from dmtl.chunked import load_source_shards
+            from dmtl.sources.registry import load_source_shards
 
             log, oracle = load_source_shards(study, scratch), None
         labels = LabelRule(data.long_read, data.completion_threshold, data.length_bands)

@@ -1,7 +1,8 @@
 """A simulated Kandian-like news feed: the study's default data (docs/protocol.md section 5).
 
-Modules: :mod:`.config` (the knobs, presets), :mod:`.world` (drawing users, items and the log),
-:mod:`.oracle` (the ground truth) and :mod:`.calibration` (feed marginals against their targets).
+Modules: :mod:`.config` (the knobs, presets), :mod:`.population` (drawing users and items), :mod:`.feed` (the
+logging policy's log), :mod:`.world` (simulating both, whole or in chunks of users), :mod:`.oracle` (the ground
+truth) and :mod:`.calibration` (feed marginals against their targets).
 
 Real Kandian logs are private, so the study runs by default on a simulated feed that has what the paper is
 about: clickbait that is clicked a lot and read briefly, zero-duration non-clicks, and a logging policy with

@@ -129,7 +129,7 @@ def _fan_figures(
     imp: pd.DataFrame, oracle: Oracle, users: np.ndarray, items: np.ndarray, click: np.ndarray
 ) -> dict:
     """The fan figures of :func:`knob_figures`."""
-    from dmtl.sources.simulator.world import publisher_click_history
+    from dmtl.sources.simulator.feed import publisher_click_history
 
     cfg = oracle.config
     fan = oracle.pair_fan_affinity(users, items)

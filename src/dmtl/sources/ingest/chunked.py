@@ -1,80 +1,51 @@
 """Real logs read in chunks into log shards of whole users: the out-of-core path of the real-data loaders.
 
-:func:`dmtl.generic.load_generic` and :func:`dmtl.kuairand.load_kuairand` read a log whole. Here the same
+:func:`dmtl.sources.generic.load_generic` and :func:`dmtl.sources.kuairand.load.load_kuairand` read a log whole. Here the same
 files go through the same rules a chunk of ``data.shard_rows`` rows at a time, with memory bounded by one
 chunk plus what grows with users, items and clicks:
 
 1. **Read**: each impression file in chunks (pandas' chunked CSV reader, Parquet row batches); each chunk
-   converted and checked by the loaders' own functions (:func:`dmtl.generic.raw_impressions`,
-   :func:`dmtl.kuairand.log_raw`: an error names the file, the column, the line and the fix, as on the
+   converted and checked by the loaders' own functions (:func:`dmtl.sources.generic.raw_impressions`,
+   :func:`dmtl.sources.kuairand.load.log_raw`: an error names the file, the column, the line and the fix, as on the
    in-memory path) and appended to the bucket of its users (``user_id % n_buckets``, one Parquet file each).
    The rules over a whole file are applied once the file is read: its median clicked duration (the unit
    check), its time span (naming its first and last rows), one time unit throughout.
 2. **Pre-flight**: the sizes the first pass measured (:class:`dmtl.schema.LogSize`) against the parameters
    (:func:`dmtl.checks.check_size`), before anything is prepared.
-3. **Finalize**: each bucket through the loaders' row policies (:func:`dmtl.generic.row_policies`: duplicates,
+3. **Finalize**: each bucket through the loaders' row policies (:func:`dmtl.sources.ingest.policies.row_policies`: duplicates,
    time order, same-second repeats, durations) with the whole log's first time and day, into a log shard
-   (:class:`dmtl.sharding.LogShards`) that :func:`dmtl.sharding.prepare_shards` prepares.
+   (:class:`dmtl.log_shards.LogShards`) that :func:`dmtl.shard_prepare.prepare_shards` prepares.
 
-The log shards hold the rows of :func:`~dmtl.generic.load_generic` / :func:`~dmtl.kuairand.load_kuairand`
-(``tests/test_shards.py``), with :data:`dmtl.sharding.LOG_ROW` ordering simultaneous rows as the whole log
+The log shards hold the rows of :func:`~dmtl.sources.generic.load_generic` / :func:`~dmtl.sources.kuairand.load.load_kuairand`
+(``tests/test_shards.py``), with :data:`dmtl.log_shards.LOG_ROW` ordering simultaneous rows as the whole log
 orders them; the policy counts are theirs, except ``rows_out_of_time_order``, counted within each bucket.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dmtl.generic import (
-    MS_THRESHOLD,
-    attach_features,
-    check_duration_units,
-    check_times,
-    encoding_error,
-    row_label,
-    row_policies,
-)
+from dmtl.log_shards import LOG_ROW, LogShards
 from dmtl.schema import DataError, LoadOptions, LogSize
-from dmtl.sharding import LOG_ROW, LogShards
+from dmtl.sources.ingest.convert import MS_THRESHOLD, check_duration_units, check_times
+from dmtl.sources.ingest.policies import row_policies
+from dmtl.sources.ingest.reading import encoding_error, row_label
+from dmtl.sources.ingest.side_features import attach_features
 
 _ROW = "_row"  # the row's place in the files read, in order (LOG_ROW is built from it)
+
 _ROW_BITS = 40  # rows < 2**40; the millisecond within the second sits above them in LOG_ROW
 
 
-# ------------------------------------------------------------------------------------------- reading
-def estimate_rows(data: Any) -> int:
-    """About how many impressions the configured real log holds, without reading it: a Parquet file's row
-    count, a CSV file's size over the mean length of its first lines; 0 when the files cannot be found."""
-    try:
-        paths = _impression_files(data)
-    except (DataError, OSError, ValueError):
-        return 0
-    return sum(_file_rows(p) for p in paths)
-
-
-def _impression_files(data: Any) -> list[Path]:
-    if data.source == "kuairand":
-        from dmtl.kuairand import _log_files, _select
-
-        kinds, date_range, variant, files, data_dir = _select(data.path, data.kuairand_logs, None, None)
-        return [f.path for kind in kinds for f in _log_files(files, kind, variant, data_dir, date_range)]
-    from dmtl.generic import _find_table
-
-    path = _find_table(Path(data.path), "impressions", required=True)
-    return [path] if path is not None else []
-
-
-def _file_rows(path: Path) -> int:
+def count_rows(path: Path) -> int:
     if path.suffix == ".parquet":
         return int(pq.ParquetFile(path).metadata.num_rows)
     size = path.stat().st_size
@@ -92,7 +63,7 @@ def iter_table(
     encoding: str = "utf-8",
 ) -> Iterator[pd.DataFrame]:
     """``usecols`` of a CSV or Parquet file, ``chunk_rows`` rows at a time; each chunk's index holds its rows'
-    places in the file (0-based), so :func:`dmtl.generic.row_label` names their lines.
+    places in the file (0-based), so :func:`dmtl.sources.ingest.reading.row_label` names their lines.
 
     Raises:
         DataError: the text is not valid ``encoding`` (naming the first bad line and the fix).
@@ -118,7 +89,7 @@ def iter_table(
 
 
 @dataclass
-class _FileFacts:
+class FileFacts:
     """What the rules over a whole file need, gathered chunk by chunk."""
 
     path: Path
@@ -142,7 +113,7 @@ class _FileFacts:
 
     def check_unit(self, values: pd.Series, column: str) -> None:
         """One time unit in the whole file: each chunk is read as seconds or milliseconds by its own values
-        (:func:`dmtl.generic.to_epoch_ms_and_day`), which would read a file that switches unit between two
+        (:func:`dmtl.sources.ingest.convert.to_epoch_ms_and_day`), which would read a file that switches unit between two
         chunks without a word; the in-memory rule refuses such a file, and so does this."""
         numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
         numbers = values if numeric else pd.to_numeric(values, errors="coerce")
@@ -231,9 +202,8 @@ class _LogFacts:
         self.items, self.item_n = merged, np.bincount(inverse, weights, len(merged)).astype(np.int64)
 
 
-# -------------------------------------------------------------------------------------------- loading
 @dataclass
-class _Chunked:
+class ChunkedLog:
     """One chunked read of a log: where it writes, its buckets and facts."""
 
     scratch: Path
@@ -262,7 +232,7 @@ class _Chunked:
         meta: dict,
         options: LoadOptions,
     ) -> LogShards:
-        """:func:`dmtl.generic.finalize_feed_log` bucket by bucket: the log shards and their metadata."""
+        """:func:`dmtl.sources.ingest.policies.finalize_feed_log` bucket by bucket: the log shards and their metadata."""
         facts = self.facts
         if facts.rows == 0:
             raise DataError(log_file, None, "no impressions to load", "check the files and the date range")
@@ -290,7 +260,7 @@ class _Chunked:
                 ("time_ms", _ROW),
             )
             # Simultaneous rows (same day and second) in the order the whole log has them: by millisecond,
-            # then by their place in the files (dmtl.sharding.LOG_ROW).
+            # then by their place in the files (dmtl.log_shards.LOG_ROW).
             ms = (imp["time_ms"].to_numpy() - facts.time_origin_ms) % 1000
             imp[LOG_ROW] = (ms << _ROW_BITS) | imp[_ROW].to_numpy()
             imp = imp.drop(columns=["time_ms", _ROW])
@@ -339,177 +309,8 @@ class _Chunked:
 def logging_info(log_file: Path, name: str, n: int, rows: int) -> None:
     import logging
 
-    logging.getLogger("dmtl.generic").info("%s: %s = %d of %d rows", log_file, name, n, rows)
+    logging.getLogger("dmtl.sources.ingest.policies").info("%s: %s = %d of %d rows", log_file, name, n, rows)
 
 
-def _n_buckets(rows: int, shard_rows: int) -> int:
+def bucket_count(rows: int, shard_rows: int) -> int:
     return max(1, math.ceil(rows / max(shard_rows, 1)))
-
-
-def load_generic_shards(
-    directory: str | Path,
-    scratch: str | Path,
-    shard_rows: int,
-    columns: Mapping[str, str] | None = None,
-    options: LoadOptions | None = None,
-    check: Callable[[LogSize], None] | None = None,
-) -> LogShards:
-    """:func:`dmtl.generic.load_generic` in chunks (module docstring): the log as shards of whole users.
-
-    Args:
-        directory: the generic-format folder.
-        scratch: an empty folder for the buckets and the shards (the caller removes it).
-        shard_rows: rows per chunk read and per bucket (about).
-        columns: as :func:`~dmtl.generic.load_generic`'s.
-        options: the CSV encoding and the plausibility thresholds.
-        check: called with the log's sizes after the first pass (the pre-flight checks), before the buckets
-            are finalized.
-    """
-    from dmtl import generic as G
-
-    options = options or LoadOptions()
-    directory, scratch = Path(directory), Path(scratch)
-    path, mapping = G._impression_columns(directory, columns, options.encoding)
-    text = [mapping[c] for c in ("time", "day") if c in mapping]
-    run = _Chunked(scratch, _n_buckets(_file_rows(path), shard_rows))
-    meta: dict = {"files": [str(path)], "columns": dict(mapping), "policy_counts": run.counts}
-    facts = _FileFacts(path)
-    as_text = text if path.suffix == ".csv" else ()
-    for frame in iter_table(path, list(mapping.values()), shard_rows, as_text, options.encoding):
-        facts.check_unit(frame[mapping["time"]], mapping["time"])
-        raw = G.raw_impressions(frame, mapping, path, options, run.counts, whole_log=False)
-        facts.add(raw, frame.index.to_numpy())
-        run.add(raw)
-    if facts.rows == 0:
-        raise DataError(path, None, "has a header but no data rows", G._NO_ROWS_FIX)
-    facts.check(mapping["duration"], mapping["time"], options)
-    meta["rows_read"] = facts.rows
-    user_path = G._find_table(directory, "users", required=False)
-    item_path = G._find_table(directory, "items", required=False)
-    meta["files"] += [str(p) for p in (user_path, item_path) if p is not None]
-    users = G._read_generic_features(user_path, "user_id", mapping["user_id"], options.encoding)
-    items = G._read_generic_features(item_path, "item_id", mapping["item_id"], options.encoding)
-    if check is not None:
-        check(
-            run.size(
-                str(path),
-                [c for c in (users.columns if users is not None else []) if c != "user_id"],
-                [c for c in (items.columns if items is not None else []) if c != "item_id"],
-            )
-        )
-    return run.finish(
-        users,
-        items,
-        source=f"generic:{directory.name}",
-        log_file=path,
-        user_file=user_path,
-        item_file=item_path,
-        meta=meta,
-        options=options,
-    )
-
-
-def load_kuairand_shards(
-    directory: str | Path,
-    scratch: str | Path,
-    shard_rows: int,
-    logs: Sequence[str] = ("standard",),
-    date_range: tuple[int, int] | None = None,
-    variant: str | None = None,
-    *,
-    length_bands: int = 5,
-    options: LoadOptions | None = None,
-    check: Callable[[LogSize], None] | None = None,
-) -> LogShards:
-    """:func:`dmtl.kuairand.load_kuairand` in chunks (module docstring): the log as shards of whole users.
-
-    The arguments are :func:`~dmtl.kuairand.load_kuairand`'s, with ``scratch``, ``shard_rows`` and ``check``
-    as in :func:`load_generic_shards`.
-    """
-    from dmtl import kuairand as K
-
-    options = options or LoadOptions()
-    if length_bands < 1:
-        raise ValueError(f"length_bands must be >= 1, got {length_bands}")
-    scratch = Path(scratch)
-    kinds, date_range, variant, files, data_dir = K._select(directory, logs, date_range, variant)
-    log_files = [f for kind in kinds for f in K._log_files(files, kind, variant, data_dir, date_range)]
-    run = _Chunked(scratch, _n_buckets(sum(_file_rows(f.path) for f in log_files), shard_rows))
-    read, rows_read = [], 0
-    for f in log_files:
-        K.check_log_header(f.path, options)
-        facts = _FileFacts(f.path)
-        n_read = 0
-        cols = list(K.LOG_COLUMNS.values())
-        for frame in iter_table(f.path, cols, shard_rows, encoding=options.encoding):
-            n_read += len(frame)
-            raw = K.log_raw(frame, f.path, date_range, run.counts, options, whole_log=False)
-            rows = frame.index.to_numpy()
-            if date_range is not None:  # log_raw kept the rows in the range: their places in the file
-                date = frame["date"].to_numpy()
-                rows = rows[(date >= date_range[0]) & (date <= date_range[1])]
-            facts.add(raw, rows)
-            run.add(raw)
-        if n_read == 0:
-            raise DataError(f.path, None, "has a header but no data rows", K._OFFICIAL_FIX)
-        facts.check("play_time_ms", "time_ms", options)
-        read.append(str(f.path))
-        rows_read += n_read
-    if run.facts.rows == 0:
-        raise DataError(
-            data_dir,
-            "date",
-            f"no impressions of logs {list(kinds)} within date_range {date_range}",
-            "choose dates that the log files cover (their names give the ranges)",
-        )
-    users, items, edges, user_files, video_files = K.kuairand_tables(
-        files,
-        variant,
-        data_dir,
-        run.facts.users,
-        run.facts.items,
-        length_bands,
-        options.encoding,
-    )
-    if check is not None:
-        check(run.size(str(data_dir), K.USER_FEATURES, K.ITEM_FEATURES))
-    meta = {
-        "variant": variant,
-        "logs": list(kinds),
-        "date_range": list(date_range) if date_range is not None else None,
-        "files": read + [str(f.path) for f in user_files + video_files],
-        "rows_read": rows_read,
-        "policy_counts": run.counts,
-        "video_length_band_edges_s": edges,
-    }
-    return run.finish(
-        users,
-        items,
-        source=f"kuairand-{variant}",
-        log_file=Path(read[0]) if len(read) == 1 else data_dir,
-        user_file=user_files[0].path,
-        item_file=video_files[0].path,
-        meta=meta,
-        options=options,
-    )
-
-
-def load_source_shards(study: Any, scratch: str | Path) -> LogShards:
-    """The configured real log (``data.source``: kuairand or generic) as log shards, its sizes checked
-    against the parameters (:func:`dmtl.checks.check_size`) after the first pass."""
-    from dmtl.checks import check_size
-
-    data = study.data
-    scratch = Path(scratch)
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    options = LoadOptions.from_params(data)
-
-    def check(size: LogSize) -> None:
-        check_size(study, size)
-
-    if data.source == "kuairand":
-        return load_kuairand_shards(
-            data.path, scratch, data.shard_rows, data.kuairand_logs, options=options, check=check
-        )
-    return load_generic_shards(data.path, scratch, data.shard_rows, data.columns or None, options, check)
