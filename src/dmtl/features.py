@@ -199,14 +199,15 @@ class LabelRule:
     length_bands: int = 5
 
 
-def _check_feature_names(feed: FeedLog) -> None:
-    for table in (feed.users, feed.items):
+def check_feature_names(source: str, users: pd.DataFrame, items: pd.DataFrame) -> None:
+    """Refuse a feature column whose name the study uses internally (in memory and sharded preparation)."""
+    for table in (users, items):
         reserved = [c for c in table.columns if c in RESERVED_FEATURE_NAMES]
         if reserved:
             # prepare() adds raw_user_id / raw_item_id beside the features: a feature of that name would be
             # overwritten by raw ids and then embedded as if it were a code (an index out of range).
             raise DataError(
-                feed.source,
+                source,
                 reserved[0],
                 f"feature column '{reserved[0]}' has a name the study uses internally "
                 f"(reserved: {list(RESERVED_FEATURE_NAMES)})",
@@ -220,7 +221,7 @@ def _impressions(feed: FeedLog) -> pd.DataFrame:
     # models a log that breaks the schema.
     imp = coerce_impressions(feed.impressions, feed.source)
     check_feed_log(FeedLog(imp, feed.users, feed.items, feed.source), feed.source)
-    _check_feature_names(feed)
+    check_feature_names(feed.source, feed.users, feed.items)
     key = ["user_id", "item_id", "time"]
     repeated = imp.duplicated(key)
     if repeated.any():

@@ -23,6 +23,7 @@ import pandas as pd
 from dmtl.features import (
     SPLITS,
     LabelRule,
+    check_feature_names,
     choose_tau,
     context_meta,
     encode_impressions,
@@ -35,7 +36,6 @@ from dmtl.labels import apply_long_read, fit_long_read, resolve_rule
 from dmtl.log_shards import LOG_ROW, LogShards
 from dmtl.schema import (
     ITEM_LENGTH,
-    RESERVED_FEATURE_NAMES,
     DataError,
     FeedLog,
     check_feed_log,
@@ -85,16 +85,7 @@ def _sorted(imp: pd.DataFrame) -> np.ndarray:
 
 
 def _first_pass(log: LogShards, has_length: bool) -> _Pass1:
-    for table in (log.users, log.items):
-        reserved = [c for c in table.columns if c in RESERVED_FEATURE_NAMES]
-        if reserved:
-            raise DataError(
-                log.source,
-                reserved[0],
-                f"feature column '{reserved[0]}' has a name the study uses internally "
-                f"(reserved: {list(RESERVED_FEATURE_NAMES)})",
-                f"rename the column, e.g. to '{reserved[0]}_feature'",
-            )
+    check_feature_names(log.source, log.users, log.items)
     user_index, item_index = pd.Index(log.users["user_id"]), pd.Index(log.items["item_id"])
     none = np.iinfo(np.int64).max
     out = _Pass1(user_first_day=np.full(len(user_index), none), item_first_day=np.full(len(item_index), none))

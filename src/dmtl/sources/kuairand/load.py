@@ -19,6 +19,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -224,6 +225,41 @@ def load_kuairand(
         length_bands,
         options.encoding,
     )
+    return finalize_feed_log(
+        raw,
+        users,
+        items,
+        **finish_arguments(
+            variant,
+            kinds,
+            date_range,
+            read,
+            user_files,
+            video_files,
+            rows_read,
+            counts,
+            edges,
+            data_dir,
+            options,
+        ),
+    )
+
+
+def finish_arguments(
+    variant: str,
+    kinds: Sequence[str],
+    date_range: tuple[int, int] | None,
+    read: list[str],
+    user_files: list[KuaiRandFile],
+    video_files: list[KuaiRandFile],
+    rows_read: int,
+    counts: dict[str, int],
+    edges: list[float],
+    data_dir: Path,
+    options: LoadOptions,
+) -> dict[str, Any]:
+    """The keyword arguments that end a KuaiRand load, in memory (``finalize_feed_log``) or in shards
+    (``ChunkedLog.finish``): the source's name, the files errors point to, and the metadata."""
     meta = {
         "variant": variant,
         "logs": list(kinds),
@@ -233,17 +269,14 @@ def load_kuairand(
         "policy_counts": counts,
         "video_length_band_edges_s": edges,
     }
-    return finalize_feed_log(
-        raw,
-        users,
-        items,
-        source=f"kuairand-{variant}",
-        log_file=Path(read[0]) if len(read) == 1 else data_dir,
-        user_file=user_files[0].path,
-        item_file=video_files[0].path,
-        meta=meta,
-        options=options,
-    )
+    return {
+        "source": f"kuairand-{variant}",
+        "log_file": Path(read[0]) if len(read) == 1 else data_dir,
+        "user_file": user_files[0].path,
+        "item_file": video_files[0].path,
+        "meta": meta,
+        "options": options,
+    }
 
 
 def kuairand_tables(

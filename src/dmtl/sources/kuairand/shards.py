@@ -19,7 +19,7 @@ from dmtl.sources.kuairand.files import (
     log_files_of,
     select_logs,
 )
-from dmtl.sources.kuairand.load import check_log_header, kuairand_tables, log_raw
+from dmtl.sources.kuairand.load import check_log_header, finish_arguments, kuairand_tables, log_raw
 
 
 def load_kuairand_shards(
@@ -69,24 +69,22 @@ def load_kuairand_shards(
     )
     if check is not None:
         check(run.size(str(data_dir), USER_FEATURES, ITEM_FEATURES))
-    meta = {
-        "variant": variant,
-        "logs": list(kinds),
-        "date_range": list(date_range) if date_range is not None else None,
-        "files": read + [str(f.path) for f in user_files + video_files],
-        "rows_read": rows_read,
-        "policy_counts": run.counts,
-        "video_length_band_edges_s": edges,
-    }
     return run.finish(
         users,
         items,
-        source=f"kuairand-{variant}",
-        log_file=Path(read[0]) if len(read) == 1 else data_dir,
-        user_file=user_files[0].path,
-        item_file=video_files[0].path,
-        meta=meta,
-        options=options,
+        **finish_arguments(
+            variant,
+            kinds,
+            date_range,
+            read,
+            user_files,
+            video_files,
+            rows_read,
+            run.counts,
+            edges,
+            data_dir,
+            options,
+        ),
     )
 
 
