@@ -169,6 +169,7 @@ def apply(
     chosen = yaml.safe_load(Path(chosen_file).read_text())
     ry = YAML()  # round-trip mode: keeps params.yaml's comments and order
     ry.preserve_quotes = True
+    ry.width = 4096  # one line per flow mapping, as params.yaml writes them
     doc = ry.load(Path(params_file).read_text())
     doc["teacher"].update(chosen["teacher"])
     doc["students"]["common"]["objective"] = chosen["objective"]
