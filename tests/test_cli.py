@@ -67,6 +67,18 @@ def test_malformed_set_value(log_folder: Path, tmp_path: Path, capsys: pytest.Ca
     assert not out.exists()
 
 
+def test_unknown_sweep_is_refused_before_any_work(
+    log_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    assert (
+        realdata.main(["generic", str(log_folder), "--out", str(out), "--sweeps", "unexposed", "nosuch"]) == 1
+    )
+    line, _ = one_error(capsys.readouterr().err)
+    assert "unknown sweep(s) ['nosuch']" in line and "'unexposed'" in line
+    assert not out.exists()
+
+
 def test_set_without_a_value(log_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert (
         realdata.main(["generic", str(log_folder), "--out", str(tmp_path / "out"), "--set", "train.seeds"])
