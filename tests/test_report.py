@@ -75,17 +75,28 @@ def test_tuning_chooses_alike_and_applies_the_choice(tmp_path):
     assert chosen["distill_variants"] == {"distill_loss=mse": {"lr": 0.03, "emb_dim": 16}}
     tuning.write_outputs(pd.DataFrame(rows), chosen, tmp_path)
     params_file = tmp_path / "params.yaml"
-    params_file.write_text((REPO / "params.yaml").read_text())
+    params_file.write_text(
+        (REPO / "params.yaml").read_text()
+        + "    distill_loss: {param: students.dmtl.distill_loss, values: [bce, mse]}\n"  # a variant's own sweep
+    )
     tuning.apply(tmp_path / "chosen.yaml", params_file)
     from dmtl.params import load
 
     applied = load(params_file)
     assert applied.teacher.emb_dim == 32 and applied.students.common.objective == "sampled_softmax"
     assert applied.students["ctr"].lr == 0.03 and applied.students["dmtl"].lr == 0.01
-    assert applied.sweeps.grid["distill_loss"].at["mse"] == {
-        "students.dmtl.lr": 0.03,
+    # The objective ablation trains each student at its own point under the other objective.
+    assert chosen["by_objective"]["pointwise"]["students"] == {
+        "ctr": {"lr": 0.03, "emb_dim": 16},
+        "dmtl": {"lr": 0.01, "emb_dim": 16},
+    }
+    assert applied.sweeps.grid["objective"].at["pointwise"] == {
+        "students.ctr.lr": 0.03,
+        "students.ctr.emb_dim": 16,
+        "students.dmtl.lr": 0.01,
         "students.dmtl.emb_dim": 16,
     }
+    assert applied.sweeps.grid["distill_loss"].at["mse"] == {"students.dmtl.lr": 0.03, "students.dmtl.emb_dim": 16}
     assert "# Parameters of the DMTL study" in params_file.read_text()  # comments survive
 
 
@@ -108,3 +119,42 @@ def test_committed_tuning_grid_is_the_same_for_every_model():
     for student, values in chosen["students"].items():
         for key, value in values.items():
             assert getattr(params.students[student], key) == pytest.approx(value), (student, key)
+
+
+def test_sweeps_under_another_objective_use_that_objectives_tuned_points():
+    """An ablation that trains under the objective the tuning did not choose (the default's objective sweep,
+    the full run's pointwise distillation sweeps) puts every student at its point tuned under that objective."""
+    import yaml
+
+    from dmtl.fullrun import read_full
+    from dmtl.params import load
+
+    _, chosen = tuning.read_grid(REPO / "tuning")
+    params = load(REPO / "params.yaml")
+    _, overrides = read_full(REPO / "full.yaml")
+    specs = [spec.to_dict() for spec in params.sweeps.grid.values()]
+    specs += [yaml.safe_load(yaml.safe_dump(v)) for k, v in overrides.items() if k.startswith("sweeps.grid.")]
+    checked = 0
+    for spec in specs:
+        if not isinstance(spec, dict) or "param" not in spec:
+            continue
+        for value in spec["values"]:
+            setting = {**spec.get("fixed", {}), **spec.get("at", {}).get(str(value), {})}
+            objective = (
+                value
+                if spec["param"] == "students.common.objective"
+                else setting.get("students.common.objective")
+            )
+            if objective is None or objective == chosen["objective"]:
+                continue
+            found = chosen["by_objective"][objective]
+            for student, point in found["students"].items():
+                for key, tuned in point.items():
+                    assert setting[f"students.{student}.{key}"] == pytest.approx(tuned), (
+                        spec["param"],
+                        student,
+                    )
+            for variant, point in found["distill_variants"].items():  # one point serves every variant
+                assert point == found["students"]["dmtl"], variant
+            checked += 1
+    assert checked >= 3  # the objective sweep's pointwise value and the two pointwise distillation sweeps

@@ -135,14 +135,22 @@ def choose(grid: pd.DataFrame) -> dict[str, Any]:
         for objective, part in students.groupby("objective")
     }
     objective = max(by_objective, key=by_objective.get)
-    chosen = students[students["objective"] == objective]
-    variants = grid[(grid["variant"].fillna("") != "") & (grid["objective"] == objective)]
+
+    def points(under: str) -> dict[str, Any]:
+        chosen = students[students["objective"] == under]
+        variants = grid[(grid["variant"].fillna("") != "") & (grid["objective"] == under)]
+        return {
+            "students": {m: best(part) for m, part in chosen.groupby("model", sort=False)},
+            "distill_variants": {v: best(part) for v, part in variants.groupby("variant", sort=False)},
+        }
+
     return {
         "teacher": best(teacher),
         "objective": objective,
         "objective_scores": {k: float(v) for k, v in by_objective.items()},
-        "students": {m: best(part) for m, part in chosen.groupby("model", sort=False)},
-        "distill_variants": {v: best(part) for v, part in variants.groupby("variant", sort=False)},
+        **points(objective),
+        # Each objective's own tuned points: a sweep that trains under another objective uses these.
+        "by_objective": {o: points(o) for o in by_objective},
     }
 
 
@@ -162,8 +170,9 @@ def apply(
     chosen_file: str | Path = "tuning/chosen.yaml", params_file: str | Path = "params.yaml"
 ) -> dict[str, Any]:
     """Write the choices into ``params.yaml`` (comments and order kept): the teacher's and every student's
-    point, the objective, and each distillation variant's point as that value's ``at`` settings of the
-    sweeps that run it (``tuning.distill_variants`` names each variant by its sweep and value)."""
+    point, the objective, each distillation variant's point as that value's ``at`` settings of the
+    sweeps that run it (``tuning.distill_variants`` names each variant by its sweep and value), and the
+    objective sweep's other objectives at every student's point tuned under that objective."""
     from ruamel.yaml import YAML
 
     chosen = yaml.safe_load(Path(chosen_file).read_text())
@@ -182,6 +191,17 @@ def apply(
         if spec is not None:
             at = spec.setdefault("at", {})
             at[value] = {f"students.{reference}.{k}": v for k, v in values.items()}
+    for spec in doc["sweeps"]["grid"].values():
+        if spec.get("param") == "students.common.objective":
+            # The objective ablation trains every student at its own point under each objective.
+            at = spec.setdefault("at", {})
+            for other, found in chosen.get("by_objective", {}).items():
+                if other != chosen["objective"]:
+                    at[other] = {
+                        f"students.{m}.{k}": v
+                        for m, vals in found["students"].items()
+                        for k, v in vals.items()
+                    }
     buf = io.StringIO()
     ry.dump(doc, buf)
     P.validate(YAML(typ="safe", pure=True).load(buf.getvalue()))
