@@ -96,7 +96,10 @@ def test_tuning_chooses_alike_and_applies_the_choice(tmp_path):
         "students.dmtl.lr": 0.01,
         "students.dmtl.emb_dim": 16,
     }
-    assert applied.sweeps.grid["distill_loss"].at["mse"] == {"students.dmtl.lr": 0.03, "students.dmtl.emb_dim": 16}
+    assert applied.sweeps.grid["distill_loss"].at["mse"] == {
+        "students.dmtl.lr": 0.03,
+        "students.dmtl.emb_dim": 16,
+    }
     assert "# Parameters of the DMTL study" in params_file.read_text()  # comments survive
 
 
