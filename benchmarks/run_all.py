@@ -452,6 +452,15 @@ FIGURES: dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]] = {
 }
 
 
+def _still_readable(name: str, kept: dict[str, Any]) -> bool:
+    """Whether figures measured by an earlier version of a benchmark fit its current figure table."""
+    try:
+        FIGURES[name](kept)
+    except (KeyError, TypeError, IndexError):
+        return False
+    return True
+
+
 def collect(
     runs: dict[str, dict[str, Any]],
     load: dict[str, Any] | None,
@@ -459,7 +468,8 @@ def collect(
     results_file: Path = RESULTS,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Assemble the results file from the per-benchmark files (a missing or failed one is listed as such)."""
+    """Assemble the results file from the per-benchmark files; a benchmark neither rerun nor on disk keeps its
+    figures from the previous results file, and one with neither is listed as not run."""
     from dmtl.io import read_json, write_json
 
     previous = read_json(results_file) if results_file.exists() else {}
@@ -469,10 +479,15 @@ def collect(
     for name in BENCHMARKS:
         part = parts / f"{name}.json"
         run = dict(runs.get(name) or previous.get("runs", {}).get(name) or {})
+        kept = (previous.get("benchmarks") or {}).get(name)
         if part.exists():
             benchmarks[name] = read_json(part)
             figures.extend(FIGURES[name](benchmarks[name]))
             run.setdefault("status", "ok")
+        elif kept is not None and name not in runs and _still_readable(name, kept):
+            # Not rerun and its file is gone (a fresh checkout): keep the figures measured last time.
+            benchmarks[name] = kept
+            figures.extend(FIGURES[name](kept))
         else:
             benchmarks[name] = None
             if run.get("status", "ok") == "ok":
