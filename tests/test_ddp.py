@@ -55,7 +55,9 @@ def tiny() -> Iterator[tuple]:
     from dmtl.sources.simulator.config import make_config
     from dmtl.sources.simulator.world import simulate
 
-    params = P.load(REPO / "params.yaml", {"data.preset": "tiny"})
+    # The learning rate the tolerance below was measured at: the study's tuned rate (teacher.lr, 0.03) moves
+    # three-epoch runs further apart (one process 0.612, two 0.575 test auc_click), like seeds do at that rate.
+    params = P.load(REPO / "params.yaml", {"data.preset": "tiny", "teacher.lr": 0.003})
     log, _ = simulate(make_config("tiny"), seed=params.data.sim_seed)
     yield params, prepare(log, params.data.val_days, params.data.test_days, params.data.tau)
 
