@@ -483,6 +483,8 @@ def collect(
         if part.exists():
             benchmarks[name] = read_json(part)
             figures.extend(FIGURES[name](benchmarks[name]))
+            if name not in runs:  # collected from its file: that file is the benchmark's last good run
+                run["status"] = "ok"
             run.setdefault("status", "ok")
         elif kept is not None and name not in runs and _still_readable(name, kept):
             # Not rerun and its file is gone (a fresh checkout): keep the figures measured last time.
